@@ -1,0 +1,278 @@
+// Typed experiment configuration. Every section is a plain struct whose `visit` lists each field once with
+// its YAML name and a one-line doc; decoding, encoding, --set overrides and the documented dump are all
+// driven by that single list, so a field cannot be forgotten by one of them (the Marian lesson in STYLE.md).
+#pragma once
+
+#include <map>
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+namespace nepa {
+
+// One clear line: "config error: <file>: <key.path>: <what>". Nothing starts after it.
+class ConfigError : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
+// The backbone (NEPA-SPEC §1). Field names are the Hugging Face config.json names so that a model section
+// and an official config.json are interchangeable.
+struct ModelConfig {
+  int image_size = 224;
+  int patch_size = 14;
+  int num_channels = 3;
+  int hidden_size = 768;
+  int num_hidden_layers = 12;
+  int num_attention_heads = 12;
+  int intermediate_size = 3072;
+  std::string hidden_act = "gelu";
+  bool use_gated_mlp = false;
+  bool qkv_bias = true;
+  bool qk_norm = true;
+  bool qk_norm_affine = false;
+  bool qk_norm_bias = false;
+  double layer_norm_eps = 1e-12;
+  std::optional<double> layerscale_value = 1e-5;
+  bool use_rope = true;
+  double rope_theta = 100.0;
+  std::optional<double> pos_embed_rescale = 2.0;
+  std::optional<double> pos_embed_shift;
+  std::optional<double> pos_embed_jitter;
+  bool use_abs_pos_embed = false;
+  bool use_mask_token = false;
+  bool is_causal = true;
+  double drop_path_prob = 0.0;
+  double hidden_dropout_prob = 0.0;
+  double attention_probs_dropout_prob = 0.0;
+  double initializer_range = 0.02;
+  int num_prompt_token = 0;
+
+  int head_dim() const { return hidden_size / num_attention_heads; }
+
+  template <class V>
+  void visit(V& v) {
+    v("image_size", image_size, "input resolution in pixels (square); H and W must be multiples of patch_size");
+    v("patch_size", patch_size, "side p of the square patches (Conv2d kernel = stride = p)");
+    v("num_channels", num_channels, "input channels (3 = RGB; 1 for single-channel data)");
+    v("hidden_size", hidden_size, "token width D");
+    v("num_hidden_layers", num_hidden_layers, "number of transformer blocks L");
+    v("num_attention_heads", num_attention_heads, "attention heads; D must be divisible by it");
+    v("intermediate_size", intermediate_size, "MLP hidden width F");
+    v("hidden_act", hidden_act, "MLP activation: gelu (exact erf), gelu_new (tanh approx), silu, relu");
+    v("use_gated_mlp", use_gated_mlp, "SwiGLU-style MLP: act(gate_proj(x)) * up_proj(x)");
+    v("qkv_bias", qkv_bias, "bias on the query/key/value projections");
+    v("qk_norm", qk_norm, "LayerNorm over head_dim on q and k before RoPE (QK-Norm)");
+    v("qk_norm_affine", qk_norm_affine, "QK-Norm has a learnable weight");
+    v("qk_norm_bias", qk_norm_bias, "QK-Norm has a learnable bias (needs qk_norm_affine)");
+    v("layer_norm_eps", layer_norm_eps, "epsilon of every LayerNorm");
+    v("layerscale_value", layerscale_value, "initial LayerScale value; null = no LayerScale");
+    v("use_rope", use_rope, "2-D rotary position embedding on the patch tokens (off only for the RoPE ablation)");
+    v("rope_theta", rope_theta, "RoPE base: inv_freq = 1 / theta^(arange(0,1,4/head_dim))");
+    v("pos_embed_rescale", pos_embed_rescale, "training-only: scale RoPE coordinates by exp(U(-ln r, ln r)); null = off");
+    v("pos_embed_shift", pos_embed_shift, "training-only: shift RoPE coordinates by U(-s, s) per axis; null = off");
+    v("pos_embed_jitter", pos_embed_jitter, "training-only: scale y and x separately by log-uniform [1/j, j]; null = off");
+    v("use_abs_pos_embed", use_abs_pos_embed, "learned absolute position embedding (RoPE ablation)");
+    v("use_mask_token", use_mask_token, "learnable mask token for input-embedding masking");
+    v("is_causal", is_causal, "causal attention (pretraining); false = bidirectional (fine-tuning)");
+    v("drop_path_prob", drop_path_prob, "stochastic depth rate of the last block, rising linearly from 0");
+    v("hidden_dropout_prob", hidden_dropout_prob, "dropout on the embeddings");
+    v("attention_probs_dropout_prob", attention_probs_dropout_prob, "dropout on attention probabilities");
+    v("initializer_range", initializer_range, "std of the truncated-normal weight init");
+    v("num_prompt_token", num_prompt_token, "prompt tokens of the release (0 in every release; others unsupported)");
+  }
+};
+
+// The training objective (NEPA-SPEC §2 and its ablations).
+struct ObjectiveConfig {
+  std::string name = "nepa";
+  bool shift = true;
+  bool stop_grad = true;
+  double mask_ratio = 0.0;
+
+  template <class V>
+  void visit(V& v) {
+    v("name", name, "objective: nepa");
+    v("shift", shift, "position t predicts token t+1; false = same-position matching (ablation)");
+    v("stop_grad", stop_grad, "stop the gradient through the targets (off collapses; ablation)");
+    v("mask_ratio", mask_ratio, "fraction of patch embeddings replaced by the mask token; targets stay clean");
+  }
+};
+
+struct DataConfig {
+  std::string dataset = "fashion_mnist";
+  std::string root;
+  std::string split = "train";
+  std::string eval_split = "test";
+  int image_size = 224;
+  int num_channels = 3;
+  std::vector<double> mean = {0.5, 0.5, 0.5};
+  std::vector<double> std = {0.5, 0.5, 0.5};
+  std::vector<double> crop_scale = {0.08, 1.0};
+  std::vector<double> crop_ratio = {3.0 / 4.0, 4.0 / 3.0};
+  std::string interpolation = "bilinear";
+  double hflip_prob = 0.5;
+  int num_workers = 4;
+  int prefetch_batches = 4;
+  double max_bad_fraction = 0.001;
+
+  template <class V>
+  void visit(V& v) {
+    v("dataset", dataset, "fashion_mnist | image_folder | synthetic");
+    v("root", root, "dataset root (ImageFolder: root/<split>/<class>/<img>; fashion_mnist: IDX folder, empty = Debian path)");
+    v("split", split, "training split (sub-folder or file prefix)");
+    v("eval_split", eval_split, "evaluation split");
+    v("image_size", image_size, "side of the crops fed to the model");
+    v("num_channels", num_channels, "3 = RGB (grayscale replicated); 1 = keep single channel");
+    v("mean", mean, "per-channel normalisation mean");
+    v("std", std, "per-channel normalisation std");
+    v("crop_scale", crop_scale, "RandomResizedCrop area range [min, max]");
+    v("crop_ratio", crop_ratio, "RandomResizedCrop aspect range [min, max]");
+    v("interpolation", interpolation, "resize filter: bilinear | bicubic | nearest | area");
+    v("hflip_prob", hflip_prob, "probability of a horizontal flip");
+    v("num_workers", num_workers, "decode/augment threads");
+    v("prefetch_batches", prefetch_batches, "batches prepared ahead of the training step");
+    v("max_bad_fraction", max_bad_fraction, "fraction of unreadable images tolerated before the run stops");
+  }
+};
+
+struct OptimConfig {
+  std::string name = "adamw";
+  double base_lr = 3e-4;
+  int lr_batch_reference = 256;
+  std::vector<double> betas = {0.9, 0.95};
+  double eps = 1e-8;
+  double weight_decay = 0.05;
+  double grad_clip = 0.0;
+
+  template <class V>
+  void visit(V& v) {
+    v("name", name, "optimizer: adamw");
+    v("base_lr", base_lr, "learning rate per lr_batch_reference images: lr = base_lr * total_batch / reference");
+    v("lr_batch_reference", lr_batch_reference, "batch size base_lr refers to");
+    v("betas", betas, "AdamW (beta1, beta2)");
+    v("eps", eps, "AdamW epsilon");
+    v("weight_decay", weight_decay, "decoupled weight decay on matrices, kernels and the CLS token");
+    v("grad_clip", grad_clip, "max global gradient norm; 0 = no clipping");
+  }
+};
+
+struct ScheduleConfig {
+  std::string name = "cosine";
+  int epochs = 1600;
+  long long max_steps = 0;
+  double warmup_fraction = 0.025;
+  double min_lr = 0.0;
+
+  template <class V>
+  void visit(V& v) {
+    v("name", name, "lr schedule: cosine (linear warmup, then cosine to min_lr) | constant");
+    v("epochs", epochs, "passes over the training set");
+    v("max_steps", max_steps, "optimizer steps; 0 = derived from epochs");
+    v("warmup_fraction", warmup_fraction, "fraction of the steps spent in linear warmup");
+    v("min_lr", min_lr, "final learning rate of the cosine");
+  }
+};
+
+struct TrainConfig {
+  std::string device = "cpu";
+  std::string precision = "fp32";
+  int total_batch = 4096;
+  int micro_batch = 64;
+  long long seed = 1337;
+  int threads = 0;
+  std::string output_dir = "runs/nepa";
+  long long checkpoint_every = 1000;
+  int keep_last = 3;
+
+  template <class V>
+  void visit(V& v) {
+    v("device", device, "cpu | cuda | cuda:N");
+    v("precision", precision, "fp32 | bf16 (autocast)");
+    v("total_batch", total_batch, "images per optimizer step over all processes");
+    v("micro_batch", micro_batch, "images per forward/backward on one process (accumulation fills the rest)");
+    v("seed", seed, "seed of weights, data order and augmentation");
+    v("threads", threads, "intra-op CPU threads; 0 = all available cores");
+    v("output_dir", output_dir, "run directory: checkpoints, metrics.jsonl, config.yaml");
+    v("checkpoint_every", checkpoint_every, "optimizer steps between checkpoints");
+    v("keep_last", keep_last, "checkpoints kept besides the final one");
+  }
+};
+
+struct DistConfig {
+  std::string backend = "auto";
+  int timeout_s = 1800;
+  double bucket_mb = 25.0;
+
+  template <class V>
+  void visit(V& v) {
+    v("backend", backend, "auto (nccl on CUDA, gloo on CPU) | nccl | gloo");
+    v("timeout_s", timeout_s, "collective timeout; a dead rank ends the others after it");
+    v("bucket_mb", bucket_mb, "gradient all-reduce bucket size in MB");
+  }
+};
+
+struct LogConfig {
+  int log_every = 10;
+  std::string level = "info";
+  bool jsonl = true;
+
+  template <class V>
+  void visit(V& v) {
+    v("log_every", log_every, "optimizer steps between progress lines");
+    v("level", level, "trace | debug | info | warn | error");
+    v("jsonl", jsonl, "append metrics to <output_dir>/metrics.jsonl");
+  }
+};
+
+struct Config {
+  ModelConfig model;
+  ObjectiveConfig objective;
+  DataConfig data;
+  OptimConfig optim;
+  ScheduleConfig schedule;
+  TrainConfig train;
+  DistConfig dist;
+  LogConfig log;
+
+  template <class V>
+  void visit(V& v) {
+    v.section("model", model, "the ViT backbone (Hugging Face vit_nepa names)");
+    v.section("objective", objective, "what the model is trained to predict");
+    v.section("data", data, "dataset and augmentation");
+    v.section("optim", optim, "optimizer");
+    v.section("schedule", schedule, "learning-rate schedule and run length");
+    v.section("train", train, "devices, batch sizes, checkpoints");
+    v.section("dist", dist, "multi-process data parallel");
+    v.section("log", log, "progress logging");
+  }
+};
+
+// Where each key of a loaded config came from ("configs/a.yaml", "--set", or absent = default).
+using ConfigOrigins = std::map<std::string, std::string>;
+
+struct LoadedConfig {
+  Config config;
+  ConfigOrigins origins;
+};
+
+// Reads `path` (following `base:` chains, deep-merging maps), applies `overrides` of the form
+// "section.key=value" in order, decodes strictly and validates. Throws ConfigError.
+LoadedConfig load_config(const std::string& path, const std::vector<std::string>& overrides = {});
+
+// Same from YAML text (tests, embedded defaults). `name` stands in for the file name in messages.
+LoadedConfig load_config_from_string(const std::string& yaml, const std::string& name = "<string>",
+                                     const std::vector<std::string>& overrides = {});
+
+// Throws ConfigError for impossible values (heads not dividing width, image not divisible by patch, ...).
+void validate(const Config& config, const ConfigOrigins& origins = {});
+void validate(const ModelConfig& model, const std::string& where, const std::string& prefix = "model.");
+
+// The fully merged config as YAML, each key followed by its doc comment; load_config reads it back unchanged.
+std::string to_yaml(const Config& config);
+void save_config(const Config& config, const std::string& path);
+
+bool operator==(const ModelConfig& a, const ModelConfig& b);
+
+}  // namespace nepa

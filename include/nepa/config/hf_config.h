@@ -1,0 +1,26 @@
+// The official Hugging Face `config.json` of vit_nepa checkpoints <-> ModelConfig (NEPA-SPEC §7).
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "nepa/config/config.h"
+
+namespace nepa {
+
+struct HfModelConfig {
+  ModelConfig model;
+  std::vector<std::string> architectures;  // e.g. ViTNepaForPreTraining, ViTNepaForImageClassification
+  std::vector<std::string> id2label;       // classification checkpoints: label names by class index
+  std::vector<std::string> ignored_keys;   // keys of the file that are not model fields (dtype, versions, ...)
+};
+
+// Reads config.json. Wrong types or impossible values -> ConfigError naming the file and key.
+HfModelConfig read_hf_config(const std::string& path);
+HfModelConfig parse_hf_config(const std::string& json_text, const std::string& name = "<config.json>");
+
+// Writes config.json with every field the official reader expects (model_type vit_nepa, ...).
+std::string to_hf_config_json(const HfModelConfig& config);
+void write_hf_config(const HfModelConfig& config, const std::string& path);
+
+}  // namespace nepa

@@ -1,0 +1,13 @@
+// Files that are either the old version or the complete new one, never a torn mix: write to a temp file
+// beside the target, fsync it, rename over the target, fsync the directory.
+#pragma once
+
+#include <functional>
+#include <string>
+
+namespace nepa {
+
+// `write` receives a FILE* opened for binary writing; throwing from it leaves the target untouched.
+void write_file_atomic(const std::string& path, const std::function<void(std::FILE*)>& write);
+
+}  // namespace nepa

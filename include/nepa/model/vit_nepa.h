@@ -1,0 +1,165 @@
+// The NEPA backbone (NEPA-SPEC §1): a pre-norm ViT with QK-Norm, 2-D RoPE on the patch tokens, LayerScale
+// and causal attention. Submodules carry the Hugging Face names (NEPA-SPEC §7), so named_parameters()
+// equals the checkpoint keys without the `vit_nepa.` prefix.
+#pragma once
+
+#include <torch/nn/module.h>
+#include <torch/nn/modules/container/modulelist.h>
+#include <torch/nn/modules/conv.h>
+#include <torch/nn/modules/linear.h>
+#include <torch/nn/pimpl.h>
+
+#include <optional>
+#include <vector>
+
+#include "nepa/config/config.h"
+#include "nepa/model/layers.h"
+#include "nepa/model/rope.h"
+
+namespace nepa {
+
+class NepaPatchEmbeddingsImpl : public torch::nn::Module {
+ public:
+  explicit NepaPatchEmbeddingsImpl(const ModelConfig& c);
+  torch::Tensor forward(const torch::Tensor& pixel_values);  // [B,C,H,W] -> [B, N, D], row-major patches
+  torch::nn::Conv2d projection{nullptr};
+};
+TORCH_MODULE(NepaPatchEmbeddings);
+
+class NepaEmbeddingsImpl : public torch::nn::Module {
+ public:
+  explicit NepaEmbeddingsImpl(const ModelConfig& c);
+  struct Output {
+    torch::Tensor embeddings;       // what the encoder sees: masked, position-embedded, dropped out
+    torch::Tensor input_embedding;  // CLS + patch embeddings before any of that: the NEPA targets
+  };
+  // bool_masked_pos [B, N] (true = replace that patch by the mask token) is optional.
+  Output forward(const torch::Tensor& pixel_values, const torch::Tensor& bool_masked_pos = {});
+
+  torch::Tensor cls_token;            // [1, 1, D]
+  torch::Tensor mask_token;           // [1, 1, D], only with use_mask_token
+  torch::Tensor position_embeddings;  // [1, 1+N, D], only with use_abs_pos_embed
+  NepaPatchEmbeddings patch_embeddings{nullptr};
+
+ private:
+  double dropout_;
+};
+TORCH_MODULE(NepaEmbeddings);
+
+class NepaSelfAttentionImpl : public torch::nn::Module {
+ public:
+  explicit NepaSelfAttentionImpl(const ModelConfig& c);
+  // x [B, T, D]; rope = (cos, sin) [N, d] applied to the last N tokens, or undefined tensors for none.
+  // Returns the context [B, T, D] and, when need_probs, the attention probabilities [B, heads, T, T].
+  std::pair<torch::Tensor, torch::Tensor> forward(const torch::Tensor& x, const torch::Tensor& cos,
+                                                  const torch::Tensor& sin, bool causal, bool need_probs);
+
+  torch::nn::Linear query{nullptr}, key{nullptr}, value{nullptr};
+  LayerNorm q_norm{nullptr}, k_norm{nullptr};  // present only with qk_norm (parameters only when affine)
+
+ private:
+  int64_t heads_, head_dim_;
+  double dropout_;
+};
+TORCH_MODULE(NepaSelfAttention);
+
+class NepaSelfOutputImpl : public torch::nn::Module {
+ public:
+  explicit NepaSelfOutputImpl(const ModelConfig& c);
+  torch::Tensor forward(const torch::Tensor& x) { return dense->forward(x); }
+  torch::nn::Linear dense{nullptr};
+};
+TORCH_MODULE(NepaSelfOutput);
+
+class NepaAttentionImpl : public torch::nn::Module {
+ public:
+  explicit NepaAttentionImpl(const ModelConfig& c);
+  NepaSelfAttention attention{nullptr};
+  NepaSelfOutput output{nullptr};
+};
+TORCH_MODULE(NepaAttention);
+
+class NepaIntermediateImpl : public torch::nn::Module {
+ public:
+  explicit NepaIntermediateImpl(const ModelConfig& c);
+  torch::Tensor forward(const torch::Tensor& x);
+  torch::nn::Linear up_proj{nullptr}, gate_proj{nullptr};  // gate_proj only when use_gated_mlp
+
+ private:
+  std::string act_;
+};
+TORCH_MODULE(NepaIntermediate);
+
+class NepaOutputImpl : public torch::nn::Module {
+ public:
+  explicit NepaOutputImpl(const ModelConfig& c);
+  torch::Tensor forward(const torch::Tensor& x);  // dense, then LayerScale 2
+  torch::nn::Linear dense{nullptr};
+  LayerScale layer_scale{nullptr};
+};
+TORCH_MODULE(NepaOutput);
+
+// h = h + DropPath(LS1 * Attn(LN_before(h))); h = h + DropPath(LS2 * MLP(LN_after(h)))
+class NepaLayerImpl : public torch::nn::Module {
+ public:
+  NepaLayerImpl(const ModelConfig& c, double drop_path_prob);
+  std::pair<torch::Tensor, torch::Tensor> forward(const torch::Tensor& h, const torch::Tensor& cos,
+                                                  const torch::Tensor& sin, bool causal, bool need_probs);
+
+  LayerNorm layernorm_before{nullptr};
+  NepaAttention attention{nullptr};
+  LayerScale layer_scale{nullptr};
+  LayerNorm layernorm_after{nullptr};
+  NepaIntermediate intermediate{nullptr};
+  NepaOutput output{nullptr};
+
+ private:
+  double drop_path_prob_;
+};
+TORCH_MODULE(NepaLayer);
+
+class NepaEncoderImpl : public torch::nn::Module {
+ public:
+  explicit NepaEncoderImpl(const ModelConfig& c);
+  torch::nn::ModuleList layer{nullptr};
+};
+TORCH_MODULE(NepaEncoder);
+
+struct ForwardOptions {
+  torch::Tensor bool_masked_pos;   // [B, N] bool, optional: input-embedding masking
+  bool output_hidden_states = false;
+  bool output_attentions = false;  // forces the eager attention path
+};
+
+struct NepaOutputs {
+  torch::Tensor last_hidden_state;          // [B, T, D] after the final LayerNorm
+  torch::Tensor input_embedding;            // [B, T, D] clean CLS + patch embeddings (NEPA targets)
+  std::vector<torch::Tensor> hidden_states; // embeddings output, then every block's output (L+1 tensors)
+  std::vector<torch::Tensor> attentions;    // per block [B, heads, T, T]
+};
+
+class ViTNepaModelImpl : public torch::nn::Module {
+ public:
+  explicit ViTNepaModelImpl(const ModelConfig& c);
+  NepaOutputs forward(const torch::Tensor& pixel_values, const ForwardOptions& options = {});
+
+  // Causal for pretraining, bidirectional for fine-tuning; the weights are the same.
+  void set_causal(bool causal) { config_.is_causal = causal; }
+  bool is_causal() const { return config_.is_causal; }
+  const ModelConfig& config() const { return config_; }
+  // Re-draws every weight as the release initialises it (NEPA-SPEC §1 "Init"); seeded by the global generator.
+  void init_weights();
+
+  NepaEmbeddings embeddings{nullptr};
+  NepaEncoder encoder{nullptr};
+  LayerNorm layernorm{nullptr};
+
+ private:
+  ModelConfig config_;
+};
+TORCH_MODULE(ViTNepaModel);
+
+// Number of parameters (all of them, trainable or not).
+int64_t count_parameters(const torch::nn::Module& module);
+
+}  // namespace nepa

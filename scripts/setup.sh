@@ -1,0 +1,75 @@
+#!/usr/bin/env bash
+# Sets up a fresh Debian 12 machine (as root) or re-checks an existing one, then configures and builds.
+# Idempotent: a second run installs nothing and only re-runs the (ccached, incremental) build.
+#
+#   NEPA_VENV     Python environment for LibTorch + test fixtures (default ~/.cache/nepa/venv, outside the checkout)
+#   NEPA_BUILD    build directory (default <repo>/build)
+#   Torch_DIR     use your own LibTorch 2.x instead of the torch wheel (the venv then gets numpy/safetensors only,
+#                 and the parity tests, which need torch in Python, are not registered)
+set -euo pipefail
+
+REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+NEPA_VENV="${NEPA_VENV:-$HOME/.cache/nepa/venv}"
+NEPA_BUILD="${NEPA_BUILD:-$REPO/build}"
+# torch 2.11.0 is the first PyPI wheel built against CUDA 13.0, the toolkit installed here; its LibTorch
+# therefore configures with this nvcc and links the same CUDA runtime major.
+TORCH_VERSION="2.11.0"
+PY_PACKAGES=("numpy==2.4.6" "safetensors==0.8.0")
+
+log() { echo "[setup] $*"; }
+
+# ---- 1. Debian packages ---------------------------------------------------------------------------------
+APT_PACKAGES=(build-essential cmake ninja-build ccache pkg-config python3-venv zlib1g-dev
+              libopencv-dev libyaml-cpp-dev libspdlog-dev libfmt-dev libcli11-dev libgtest-dev libgmock-dev
+              dataset-fashion-mnist)
+missing=()
+for p in "${APT_PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  log "installing Debian packages: ${missing[*]}"
+  SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+  $SUDO apt-get update -q
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q --no-install-recommends "${missing[@]}"
+else
+  log "Debian packages present"
+fi
+
+# ---- 2. Python environment (LibTorch comes from the torch wheel) ----------------------------------------
+PY="$NEPA_VENV/bin/python"
+if [ ! -x "$PY" ]; then
+  log "creating virtual environment $NEPA_VENV"
+  mkdir -p "$(dirname "$NEPA_VENV")"
+  python3 -m venv "$NEPA_VENV"
+fi
+want=("${PY_PACKAGES[@]}")
+[ -z "${Torch_DIR:-}" ] && want+=("torch==$TORCH_VERSION")
+need_pip=0
+for spec in "${want[@]}"; do
+  name="${spec%%==*}"; version="${spec##*==}"
+  have="$("$PY" -c "import importlib.metadata as m; print(m.version('$name'))" 2>/dev/null || true)"
+  [ "$have" = "$version" ] || need_pip=1
+done
+if ((need_pip)); then
+  log "installing into $NEPA_VENV: ${want[*]} (torch is ~4 GB with its CUDA libraries; once)"
+  "$PY" -m pip install -q --disable-pip-version-check "${want[@]}"
+else
+  log "Python packages present: ${want[*]}"
+fi
+
+# ---- 3. Configure + build -------------------------------------------------------------------------------
+CMAKE_ARGS=(-S "$REPO" -B "$NEPA_BUILD" -G Ninja -DCMAKE_BUILD_TYPE=Release)
+if [ -n "${Torch_DIR:-}" ]; then
+  CMAKE_ARGS+=(-DTorch_DIR="$Torch_DIR")
+  "$PY" -c "import torch" 2>/dev/null && CMAKE_ARGS+=(-DNEPA_PYTHON="$PY")
+else
+  CMAKE_ARGS+=(-DNEPA_PYTHON="$PY")
+fi
+if [ ! -f "$NEPA_BUILD/build.ninja" ]; then
+  log "configuring $NEPA_BUILD"
+  mkdir -p "$NEPA_BUILD"
+  cmake "${CMAKE_ARGS[@]}" > "$NEPA_BUILD/configure.log" 2>&1 || { cat "$NEPA_BUILD/configure.log"; exit 1; }
+fi
+log "building ($(nproc) jobs)"
+cmake --build "$NEPA_BUILD" -j "$(nproc)"
+log "done: executables in $NEPA_BUILD/apps"

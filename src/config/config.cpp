@@ -1,0 +1,350 @@
+#include "nepa/config/config.h"
+
+#include <yaml-cpp/yaml.h>
+
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+#include <regex>
+#include <sstream>
+
+#include "codec.h"
+
+namespace nepa {
+namespace fs = std::filesystem;
+using namespace config_detail;
+
+namespace {
+
+// The origin of a key is the file that set it, or of its nearest ancestor that was set as a whole.
+std::string origin_of(const ConfigOrigins& origins, const std::string& path) {
+  std::string p = path;
+  while (true) {
+    auto it = origins.find(p);
+    if (it != origins.end()) return it->second;
+    auto dot = p.rfind('.');
+    if (dot == std::string::npos) break;
+    p = p.substr(0, dot);
+  }
+  auto it = origins.find("");
+  return it != origins.end() ? it->second : "defaults";
+}
+
+std::string origin_fn(const void* ctx, const std::string& path) {
+  return origin_of(*static_cast<const ConfigOrigins*>(ctx), path);
+}
+
+void record_origins(const YAML::Node& value, const std::string& path, const std::string& file, ConfigOrigins& o) {
+  o[path] = file;
+  if (value.IsMap())
+    for (const auto& kv : value) record_origins(kv.second, path + "." + kv.first.as<std::string>(), file, o);
+}
+
+// Deep merge: maps merge key by key, everything else replaces.
+void merge(YAML::Node dst, const YAML::Node& src, const std::string& prefix, const std::string& file,
+           ConfigOrigins& origins) {
+  for (const auto& kv : src) {
+    std::string key = kv.first.as<std::string>();
+    std::string path = prefix.empty() ? key : prefix + "." + key;
+    const YAML::Node& cdst = dst;
+    YAML::Node existing = cdst[key];
+    if (kv.second.IsMap() && existing && existing.IsMap()) {
+      merge(existing, kv.second, path, file, origins);
+    } else {
+      dst[key] = YAML::Clone(kv.second);
+      record_origins(kv.second, path, file, origins);
+    }
+  }
+}
+
+YAML::Node parse_yaml(const std::string& text, const std::string& name) {
+  try {
+    YAML::Node n = YAML::Load(text);
+    if (n.IsNull()) return YAML::Node(YAML::NodeType::Map);
+    if (!n.IsMap()) throw ConfigError("config error: " + name + ": the top level must be a mapping of sections");
+    return n;
+  } catch (const YAML::Exception& e) {
+    throw ConfigError("config error: " + name + ": YAML syntax error at line " + std::to_string(e.mark.line + 1) +
+                      ", column " + std::to_string(e.mark.column + 1) + ": " + e.msg);
+  }
+}
+
+// Loads a file and its `base:` chain into `tree`, bases first.
+void load_tree(const fs::path& path, YAML::Node& tree, ConfigOrigins& origins, std::vector<fs::path>& chain) {
+  std::error_code ec;
+  fs::path canonical = fs::weakly_canonical(path, ec);
+  for (const auto& p : chain)
+    if (p == canonical) throw ConfigError("config error: " + path.string() + ": base: inheritance cycle");
+  std::ifstream in(path);
+  if (!in) throw ConfigError("config error: " + path.string() + ": cannot open file");
+  std::stringstream ss;
+  ss << in.rdbuf();
+  YAML::Node node = parse_yaml(ss.str(), path.string());
+  chain.push_back(canonical);
+  const YAML::Node& cnode = node;
+  if (YAML::Node base = cnode["base"]) {
+    if (!base.IsScalar()) fail(path.string(), "base", "expected a file name, got " + scalar_text(base));
+    fs::path base_path = path.parent_path() / base.Scalar();
+    if (!fs::exists(base_path)) fail(path.string(), "base", "file not found: " + base_path.string());
+    load_tree(base_path, tree, origins, chain);
+    node.remove("base");
+  }
+  chain.pop_back();
+  merge(tree, node, "", path.string(), origins);
+}
+
+void apply_override(YAML::Node tree, const std::string& item, ConfigOrigins& origins) {
+  auto eq = item.find('=');
+  std::string origin = "--set " + item;
+  if (eq == std::string::npos || eq == 0)
+    throw ConfigError("config error: " + origin + ": expected section.key=value");
+  std::string path = item.substr(0, eq);
+  std::string text = item.substr(eq + 1);
+  YAML::Node value;
+  try {
+    value = YAML::Load(text);
+  } catch (const YAML::Exception& e) {
+    fail(origin, path, "cannot parse value '" + text + "': " + e.msg);
+  }
+  std::vector<std::string> parts;
+  std::stringstream ps(path);
+  for (std::string part; std::getline(ps, part, '.');) parts.push_back(part);
+  if (parts.size() < 2) fail(origin, path, "expected section.key=value");
+  YAML::Node node = tree;
+  std::string walked;
+  for (std::size_t i = 0; i + 1 < parts.size(); ++i) {
+    walked += (i ? "." : "") + parts[i];
+    const YAML::Node& cnode = node;
+    if (!cnode[parts[i]]) {
+      node[parts[i]] = YAML::Node(YAML::NodeType::Map);
+    } else if (!cnode[parts[i]].IsMap()) {
+      fail(origin, walked, "is not a section");
+    }
+    YAML::Node next = node[parts[i]];
+    node.reset(next);
+  }
+  node[parts.back()] = value;
+  record_origins(value, path, origin, origins);
+}
+
+template <class Section>
+void decode_section(const YAML::Node& tree, const char* key, Section& section, const ConfigOrigins& origins) {
+  const YAML::Node& ctree = tree;
+  YAML::Node node = ctree[key];
+  if (!node || node.IsNull()) return;
+  if (!node.IsMap()) fail(origin_of(origins, key), key, "expected a mapping of keys, got " + scalar_text(node));
+  FieldDecoder dec(node, std::string(key) + ".", &origin_fn, &origins);
+  section.visit(dec);
+  dec.check_unknown(nullptr);
+}
+
+struct SectionDecoder {
+  const YAML::Node& tree;
+  const ConfigOrigins& origins;
+  std::set<std::string> known;
+  template <class S>
+  void section(const char* key, S& s, const char*) {
+    known.insert(key);
+    decode_section(tree, key, s, origins);
+  }
+};
+
+struct SectionEncoder {
+  std::string out;
+  template <class S>
+  void section(const char* key, S& s, const char* doc) {
+    FieldEncoder enc("  ");
+    s.visit(enc);
+    out += std::string("# ") + doc + "\n" + key + ":\n" + enc.text();
+  }
+};
+
+LoadedConfig decode(YAML::Node tree, ConfigOrigins origins, const std::vector<std::string>& overrides) {
+  for (const auto& o : overrides) apply_override(tree, o, origins);
+  LoadedConfig out;
+  SectionDecoder dec{tree, origins, {}};
+  out.config.visit(dec);
+  for (const auto& kv : tree) {
+    std::string key = kv.first.as<std::string>();
+    if (!dec.known.count(key)) fail(origin_of(origins, key), key, "unknown section");
+  }
+  validate(out.config, origins);
+  out.origins = std::move(origins);
+  return out;
+}
+
+// Validation helpers: each failure names the key and the file that set it.
+struct Checker {
+  const ConfigOrigins* origins;
+  std::string where;  // used when origins is null
+  void require(bool ok, const std::string& path, const std::string& what) const {
+    if (!ok) fail(origins ? origin_of(*origins, path) : where, path, what);
+  }
+};
+
+void validate_model(const ModelConfig& m, const Checker& c, const std::string& p) {
+  c.require(m.patch_size > 0, p + "patch_size", "must be positive, got " + std::to_string(m.patch_size));
+  c.require(m.image_size > 0, p + "image_size", "must be positive, got " + std::to_string(m.image_size));
+  c.require(m.image_size % m.patch_size == 0, p + "image_size",
+            std::to_string(m.image_size) + " is not divisible by patch_size " + std::to_string(m.patch_size));
+  c.require(m.num_channels > 0, p + "num_channels", "must be positive");
+  c.require(m.hidden_size > 0, p + "hidden_size", "must be positive");
+  c.require(m.num_hidden_layers > 0, p + "num_hidden_layers", "must be positive");
+  c.require(m.num_attention_heads > 0, p + "num_attention_heads", "must be positive");
+  c.require(m.hidden_size % m.num_attention_heads == 0, p + "hidden_size",
+            std::to_string(m.hidden_size) + " is not divisible by num_attention_heads " +
+                std::to_string(m.num_attention_heads));
+  c.require(!m.use_rope || m.head_dim() % 4 == 0, p + "num_attention_heads",
+            "2-D RoPE needs head_dim divisible by 4, got head_dim " + std::to_string(m.head_dim()));
+  c.require(m.intermediate_size > 0, p + "intermediate_size", "must be positive");
+  static const std::set<std::string> acts = {"gelu", "gelu_new", "gelu_pytorch_tanh", "silu", "swish", "relu"};
+  c.require(acts.count(m.hidden_act) > 0, p + "hidden_act",
+            "unknown activation '" + m.hidden_act + "' (gelu, gelu_new, gelu_pytorch_tanh, silu, swish, relu)");
+  c.require(!m.qk_norm_bias || m.qk_norm_affine, p + "qk_norm_bias", "needs qk_norm_affine: true");
+  c.require(m.layer_norm_eps > 0, p + "layer_norm_eps", "must be positive");
+  c.require(m.rope_theta > 0, p + "rope_theta", "must be positive");
+  c.require(!m.pos_embed_rescale || *m.pos_embed_rescale >= 1.0, p + "pos_embed_rescale", "must be >= 1 or null");
+  c.require(!m.pos_embed_shift || *m.pos_embed_shift >= 0.0, p + "pos_embed_shift", "must be >= 0 or null");
+  c.require(!m.pos_embed_jitter || *m.pos_embed_jitter >= 1.0, p + "pos_embed_jitter", "must be >= 1 or null");
+  for (auto [name, v] : {std::pair<const char*, double>{"drop_path_prob", m.drop_path_prob},
+                         {"hidden_dropout_prob", m.hidden_dropout_prob},
+                         {"attention_probs_dropout_prob", m.attention_probs_dropout_prob}})
+    c.require(v >= 0.0 && v < 1.0, p + name, "must be in [0, 1)");
+  c.require(m.initializer_range > 0, p + "initializer_range", "must be positive");
+  c.require(m.num_prompt_token == 0, p + "num_prompt_token",
+            "prompt tokens are not supported (every release uses 0), got " + std::to_string(m.num_prompt_token));
+}
+
+}  // namespace
+
+void validate(const ModelConfig& model, const std::string& where, const std::string& prefix) {
+  validate_model(model, Checker{nullptr, where}, prefix);
+}
+
+void validate(const Config& cfg, const ConfigOrigins& origins) {
+  Checker c{&origins, ""};
+  validate_model(cfg.model, c, "model.");
+
+  const auto& o = cfg.objective;
+  c.require(o.name == "nepa", "objective.name", "unknown objective '" + o.name + "' (nepa)");
+  c.require(o.mask_ratio >= 0.0 && o.mask_ratio < 1.0, "objective.mask_ratio", "must be in [0, 1)");
+  c.require(o.mask_ratio == 0.0 || cfg.model.use_mask_token, "objective.mask_ratio",
+            "masking needs model.use_mask_token: true");
+
+  const auto& d = cfg.data;
+  static const std::set<std::string> datasets = {"fashion_mnist", "image_folder", "synthetic"};
+  c.require(datasets.count(d.dataset) > 0, "data.dataset",
+            "unknown dataset '" + d.dataset + "' (fashion_mnist, image_folder, synthetic)");
+  c.require(d.num_channels == 1 || d.num_channels == 3, "data.num_channels", "must be 1 or 3");
+  c.require(d.num_channels == cfg.model.num_channels, "data.num_channels",
+            "is " + std::to_string(d.num_channels) + " but model.num_channels is " +
+                std::to_string(cfg.model.num_channels));
+  c.require(d.image_size > 0 && d.image_size % cfg.model.patch_size == 0, "data.image_size",
+            std::to_string(d.image_size) + " is not a positive multiple of model.patch_size " +
+                std::to_string(cfg.model.patch_size));
+  c.require(static_cast<int>(d.mean.size()) == d.num_channels, "data.mean",
+            "needs " + std::to_string(d.num_channels) + " values, got " + std::to_string(d.mean.size()));
+  c.require(static_cast<int>(d.std.size()) == d.num_channels, "data.std",
+            "needs " + std::to_string(d.num_channels) + " values, got " + std::to_string(d.std.size()));
+  for (double s : d.std) c.require(s > 0, "data.std", "values must be positive");
+  c.require(d.crop_scale.size() == 2 && d.crop_scale[0] > 0 && d.crop_scale[0] <= d.crop_scale[1] &&
+                d.crop_scale[1] <= 1.0,
+            "data.crop_scale", "must be [min, max] with 0 < min <= max <= 1");
+  c.require(d.crop_ratio.size() == 2 && d.crop_ratio[0] > 0 && d.crop_ratio[0] <= d.crop_ratio[1], "data.crop_ratio",
+            "must be [min, max] with 0 < min <= max");
+  static const std::set<std::string> interps = {"bilinear", "bicubic", "nearest", "area"};
+  c.require(interps.count(d.interpolation) > 0, "data.interpolation",
+            "unknown filter '" + d.interpolation + "' (bilinear, bicubic, nearest, area)");
+  c.require(d.hflip_prob >= 0 && d.hflip_prob <= 1, "data.hflip_prob", "must be in [0, 1]");
+  c.require(d.num_workers >= 0, "data.num_workers", "must be >= 0");
+  c.require(d.prefetch_batches >= 1, "data.prefetch_batches", "must be >= 1");
+  c.require(d.max_bad_fraction >= 0 && d.max_bad_fraction <= 1, "data.max_bad_fraction", "must be in [0, 1]");
+
+  const auto& op = cfg.optim;
+  c.require(op.name == "adamw", "optim.name", "unknown optimizer '" + op.name + "' (adamw)");
+  c.require(op.base_lr > 0, "optim.base_lr", "must be positive");
+  c.require(op.lr_batch_reference > 0, "optim.lr_batch_reference", "must be positive");
+  c.require(op.betas.size() == 2 && op.betas[0] >= 0 && op.betas[0] < 1 && op.betas[1] >= 0 && op.betas[1] < 1,
+            "optim.betas", "must be [beta1, beta2] in [0, 1)");
+  c.require(op.eps > 0, "optim.eps", "must be positive");
+  c.require(op.weight_decay >= 0, "optim.weight_decay", "must be >= 0");
+  c.require(op.grad_clip >= 0, "optim.grad_clip", "must be >= 0 (0 = off)");
+
+  const auto& s = cfg.schedule;
+  c.require(s.name == "cosine" || s.name == "constant", "schedule.name",
+            "unknown schedule '" + s.name + "' (cosine, constant)");
+  c.require(s.epochs > 0 || s.max_steps > 0, "schedule.epochs", "epochs or max_steps must be positive");
+  c.require(s.max_steps >= 0, "schedule.max_steps", "must be >= 0");
+  c.require(s.warmup_fraction >= 0 && s.warmup_fraction < 1, "schedule.warmup_fraction", "must be in [0, 1)");
+  c.require(s.min_lr >= 0, "schedule.min_lr", "must be >= 0");
+
+  const auto& t = cfg.train;
+  static const std::regex device_re("cpu|cuda|cuda:[0-9]+");
+  c.require(std::regex_match(t.device, device_re), "train.device", "expected cpu, cuda or cuda:N, got '" + t.device + "'");
+  c.require(t.precision == "fp32" || t.precision == "bf16", "train.precision",
+            "expected fp32 or bf16, got '" + t.precision + "'");
+  c.require(t.micro_batch > 0, "train.micro_batch", "must be positive");
+  c.require(t.total_batch > 0 && t.total_batch % t.micro_batch == 0, "train.total_batch",
+            std::to_string(t.total_batch) + " is not a positive multiple of train.micro_batch " +
+                std::to_string(t.micro_batch));
+  c.require(t.threads >= 0, "train.threads", "must be >= 0 (0 = all cores)");
+  c.require(!t.output_dir.empty(), "train.output_dir", "must not be empty");
+  c.require(t.checkpoint_every > 0, "train.checkpoint_every", "must be positive");
+  c.require(t.keep_last >= 1, "train.keep_last", "must be >= 1");
+
+  const auto& di = cfg.dist;
+  c.require(di.backend == "auto" || di.backend == "nccl" || di.backend == "gloo", "dist.backend",
+            "expected auto, nccl or gloo, got '" + di.backend + "'");
+  c.require(di.timeout_s > 0, "dist.timeout_s", "must be positive");
+  c.require(di.bucket_mb > 0, "dist.bucket_mb", "must be positive");
+
+  const auto& l = cfg.log;
+  c.require(l.log_every > 0, "log.log_every", "must be positive");
+  static const std::set<std::string> levels = {"trace", "debug", "info", "warn", "error"};
+  c.require(levels.count(l.level) > 0, "log.level", "unknown level '" + l.level + "'");
+}
+
+LoadedConfig load_config(const std::string& path, const std::vector<std::string>& overrides) {
+  YAML::Node tree(YAML::NodeType::Map);
+  ConfigOrigins origins;
+  std::vector<fs::path> chain;
+  load_tree(path, tree, origins, chain);
+  return decode(tree, std::move(origins), overrides);
+}
+
+LoadedConfig load_config_from_string(const std::string& yaml, const std::string& name,
+                                     const std::vector<std::string>& overrides) {
+  YAML::Node tree(YAML::NodeType::Map);
+  ConfigOrigins origins;
+  YAML::Node node = parse_yaml(yaml, name);
+  const YAML::Node& cnode = node;
+  if (cnode["base"]) fail(name, "base", "inheritance needs a file (relative paths resolve against it)");
+  merge(tree, node, "", name, origins);
+  return decode(tree, std::move(origins), overrides);
+}
+
+std::string to_yaml(const Config& config) {
+  SectionEncoder enc;
+  const_cast<Config&>(config).visit(enc);  // visit is shared with the decoders; encoding only reads
+  return "# Effective configuration (all defaults filled in). Reload with --config.\n" + enc.out;
+}
+
+void save_config(const Config& config, const std::string& path) {
+  fs::path tmp = path + ".tmp";
+  {
+    std::ofstream out(tmp);
+    if (!out) throw std::runtime_error("cannot write " + tmp.string());
+    out << to_yaml(config);
+    if (!out.flush()) throw std::runtime_error("cannot write " + tmp.string());
+  }
+  fs::rename(tmp, path);
+}
+
+bool operator==(const ModelConfig& a, const ModelConfig& b) {
+  FieldEncoder ea(""), eb("");
+  const_cast<ModelConfig&>(a).visit(ea);
+  const_cast<ModelConfig&>(b).visit(eb);
+  return ea.text() == eb.text();
+}
+
+}  // namespace nepa

@@ -1,0 +1,140 @@
+#include "nepa/config/hf_config.h"
+
+#include <yaml-cpp/yaml.h>
+
+#include <algorithm>
+#include <fstream>
+#include <map>
+#include <set>
+#include <sstream>
+
+#include "codec.h"
+
+namespace nepa {
+using namespace config_detail;
+
+namespace {
+
+// Keys the official files carry that are not fields of the backbone. add_pooling_layer is a constructor
+// argument of the HF model (a pooler that NEPA never uses), so it has no weights in the released files.
+const std::set<std::string> kMetaKeys = {"architectures", "model_type", "id2label", "label2id", "dtype",
+                                         "torch_dtype", "transformers_version", "finetuning_task",
+                                         "add_pooling_layer", "problem_type"};
+
+// Fields we add for ablations; written to config.json only when they differ from the official behaviour.
+const std::set<std::string> kExtensionKeys = {"use_rope", "use_abs_pos_embed", "use_mask_token"};
+
+std::string file_origin(const void* ctx, const std::string&) { return *static_cast<const std::string*>(ctx); }
+
+// Emits the model fields as JSON members (name -> value text), reusing the YAML encoders: for these
+// types (numbers, booleans, null, quoted strings) YAML flow text and JSON coincide.
+struct JsonFields {
+  std::map<std::string, std::string> members;
+  template <class T>
+  void operator()(const char* key, const T& field, const char*) {
+    members[key] = encode_value(field);
+  }
+};
+
+}  // namespace
+
+HfModelConfig parse_hf_config(const std::string& json_text, const std::string& name) {
+  YAML::Node root;
+  try {
+    root = YAML::Load(json_text);
+  } catch (const YAML::Exception& e) {
+    throw ConfigError("config error: " + name + ": not valid JSON at line " + std::to_string(e.mark.line + 1) +
+                      ": " + e.msg);
+  }
+  if (!root.IsMap()) throw ConfigError("config error: " + name + ": expected a JSON object");
+
+  HfModelConfig out;
+  const YAML::Node& croot = root;
+  if (YAML::Node mt = croot["model_type"]) {
+    if (!mt.IsScalar() || mt.Scalar() != "vit_nepa")
+      fail(name, "model_type", "expected \"vit_nepa\", got " + scalar_text(mt));
+  }
+  if (YAML::Node arch = croot["architectures"]) {
+    if (!arch.IsSequence()) fail(name, "architectures", "expected a list of class names");
+    for (const auto& a : arch) out.architectures.push_back(a.as<std::string>());
+  }
+  if (YAML::Node labels = croot["id2label"]) {
+    if (!labels.IsMap()) fail(name, "id2label", "expected an object of index -> label");
+    std::map<long long, std::string> by_index;
+    for (const auto& kv : labels) {
+      long long idx = parse_integer(kv.first, {name, "id2label"});
+      if (idx < 0 || idx >= static_cast<long long>(labels.size()))
+        fail(name, "id2label", "index " + kv.first.Scalar() + " outside [0, " + std::to_string(labels.size()) + ")");
+      by_index[idx] = kv.second.as<std::string>();
+    }
+    for (auto& kv : by_index) out.id2label.push_back(kv.second);
+  }
+
+  FieldDecoder dec(root, "", &file_origin, &name);
+  out.model.visit(dec);
+  std::vector<std::string> unknown;
+  dec.check_unknown(&unknown);
+  for (auto& k : unknown)
+    if (!kMetaKeys.count(k)) out.ignored_keys.push_back(k);
+  validate(out.model, name, "");
+  return out;
+}
+
+HfModelConfig read_hf_config(const std::string& path) {
+  std::ifstream in(path);
+  if (!in) throw ConfigError("config error: " + path + ": cannot open file");
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return parse_hf_config(ss.str(), path);
+}
+
+std::string to_hf_config_json(const HfModelConfig& config) {
+  JsonFields fields;
+  const_cast<ModelConfig&>(config.model).visit(fields);
+  const ModelConfig defaults;
+  JsonFields default_fields;
+  const_cast<ModelConfig&>(defaults).visit(default_fields);
+  for (const auto& k : kExtensionKeys)
+    if (fields.members[k] == default_fields.members[k]) fields.members.erase(k);
+
+  auto& m = fields.members;
+  std::vector<std::string> arch = config.architectures;
+  if (arch.empty()) arch.push_back(config.id2label.empty() ? "ViTNepaForPreTraining" : "ViTNepaForImageClassification");
+  std::string a = "[\n";
+  for (std::size_t i = 0; i < arch.size(); ++i) a += "    " + quote(arch[i]) + (i + 1 < arch.size() ? ",\n" : "\n");
+  m["architectures"] = a + "  ]";
+  m["model_type"] = quote("vit_nepa");
+  m["dtype"] = quote("float32");
+  if (!config.id2label.empty()) {
+    std::string id2label = "{\n", label2id = "{\n";
+    std::vector<std::pair<std::string, std::size_t>> sorted;  // label2id sorted by name, as HF writes it
+    for (std::size_t i = 0; i < config.id2label.size(); ++i) {
+      id2label += "    " + quote(std::to_string(i)) + ": " + quote(config.id2label[i]) +
+                  (i + 1 < config.id2label.size() ? ",\n" : "\n");
+      sorted.emplace_back(config.id2label[i], i);
+    }
+    std::sort(sorted.begin(), sorted.end());
+    for (std::size_t i = 0; i < sorted.size(); ++i)
+      label2id += "    " + quote(sorted[i].first) + ": " + std::to_string(sorted[i].second) +
+                  (i + 1 < sorted.size() ? ",\n" : "\n");
+    m["id2label"] = id2label + "  }";
+    m["label2id"] = label2id + "  }";
+  }
+  std::string out = "{\n";
+  std::size_t i = 0;
+  for (const auto& [k, v] : m) out += "  " + quote(k) + ": " + v + (++i < m.size() ? ",\n" : "\n");
+  return out + "}\n";
+}
+
+void write_hf_config(const HfModelConfig& config, const std::string& path) {
+  std::string tmp = path + ".tmp";
+  {
+    std::ofstream out(tmp);
+    if (!out) throw std::runtime_error("cannot write " + tmp);
+    out << to_hf_config_json(config);
+    if (!out.flush()) throw std::runtime_error("cannot write " + tmp);
+  }
+  if (std::rename(tmp.c_str(), path.c_str()) != 0) throw std::runtime_error("cannot rename " + tmp + " to " + path);
+}
+
+}  // namespace nepa

@@ -1,0 +1,259 @@
+#include "nepa/model/vit_nepa.h"
+
+#include <torch/torch.h>
+
+#include <cmath>
+#include <stdexcept>
+
+namespace nepa {
+
+namespace {
+std::string shape_str(const torch::Tensor& t) {
+  std::string s = "[";
+  for (int64_t i = 0; i < t.dim(); ++i) s += (i ? ", " : "") + std::to_string(t.size(i));
+  return s + "]";
+}
+
+torch::nn::Linear linear(int64_t in, int64_t out, bool bias = true) {
+  return torch::nn::Linear(torch::nn::LinearOptions(in, out).bias(bias));
+}
+}  // namespace
+
+// ---- embeddings ---------------------------------------------------------------------------------------
+
+NepaPatchEmbeddingsImpl::NepaPatchEmbeddingsImpl(const ModelConfig& c) {
+  projection = register_module(
+      "projection", torch::nn::Conv2d(torch::nn::Conv2dOptions(c.num_channels, c.hidden_size, c.patch_size)
+                                          .stride(c.patch_size)));
+}
+
+torch::Tensor NepaPatchEmbeddingsImpl::forward(const torch::Tensor& pixel_values) {
+  return projection->forward(pixel_values).flatten(2).transpose(1, 2);
+}
+
+NepaEmbeddingsImpl::NepaEmbeddingsImpl(const ModelConfig& c) : dropout_(c.hidden_dropout_prob) {
+  cls_token = register_parameter("cls_token", torch::zeros({1, 1, c.hidden_size}));
+  if (c.use_mask_token) mask_token = register_parameter("mask_token", torch::zeros({1, 1, c.hidden_size}));
+  patch_embeddings = register_module("patch_embeddings", NepaPatchEmbeddings(c));
+  if (c.use_abs_pos_embed) {
+    int64_t n = (c.image_size / c.patch_size) * (c.image_size / c.patch_size);
+    position_embeddings = register_parameter("position_embeddings", torch::zeros({1, n + 1, c.hidden_size}));
+  }
+}
+
+NepaEmbeddingsImpl::Output NepaEmbeddingsImpl::forward(const torch::Tensor& pixel_values,
+                                                       const torch::Tensor& bool_masked_pos) {
+  torch::Tensor patches = patch_embeddings->forward(pixel_values);
+  int64_t b = patches.size(0);
+  torch::Tensor cls = cls_token.expand({b, 1, cls_token.size(2)}).to(patches.dtype());
+  Output out;
+  out.input_embedding = torch::cat({cls, patches}, 1);
+  torch::Tensor x = patches;
+  if (bool_masked_pos.defined()) {
+    if (!mask_token.defined())
+      throw std::invalid_argument("bool_masked_pos given but the model has no mask token (model.use_mask_token)");
+    if (bool_masked_pos.dim() != 2 || bool_masked_pos.size(0) != b || bool_masked_pos.size(1) != patches.size(1))
+      throw std::invalid_argument("bool_masked_pos has shape " + shape_str(bool_masked_pos) + ", expected [" +
+                                  std::to_string(b) + ", " + std::to_string(patches.size(1)) + "]");
+    torch::Tensor m = bool_masked_pos.unsqueeze(-1).to(patches.dtype());
+    x = patches * (1 - m) + mask_token.to(patches.dtype()) * m;
+  }
+  x = torch::cat({cls, x}, 1);
+  if (position_embeddings.defined()) {
+    if (position_embeddings.size(1) != x.size(1))
+      throw std::invalid_argument("pixel_values " + shape_str(pixel_values) + " give " + std::to_string(x.size(1)) +
+                                  " tokens but the absolute position embedding has " +
+                                  std::to_string(position_embeddings.size(1)));
+    x = x + position_embeddings.to(x.dtype());
+  }
+  out.embeddings = torch::dropout(x, dropout_, is_training());
+  return out;
+}
+
+// ---- attention ----------------------------------------------------------------------------------------
+
+NepaSelfAttentionImpl::NepaSelfAttentionImpl(const ModelConfig& c)
+    : heads_(c.num_attention_heads), head_dim_(c.head_dim()), dropout_(c.attention_probs_dropout_prob) {
+  query = register_module("query", linear(c.hidden_size, c.hidden_size, c.qkv_bias));
+  key = register_module("key", linear(c.hidden_size, c.hidden_size, c.qkv_bias));
+  value = register_module("value", linear(c.hidden_size, c.hidden_size, c.qkv_bias));
+  if (c.qk_norm) {
+    q_norm = register_module("q_norm", LayerNorm(head_dim_, c.layer_norm_eps, c.qk_norm_affine, c.qk_norm_bias));
+    k_norm = register_module("k_norm", LayerNorm(head_dim_, c.layer_norm_eps, c.qk_norm_affine, c.qk_norm_bias));
+  }
+}
+
+std::pair<torch::Tensor, torch::Tensor> NepaSelfAttentionImpl::forward(const torch::Tensor& x,
+                                                                       const torch::Tensor& cos,
+                                                                       const torch::Tensor& sin, bool causal,
+                                                                       bool need_probs) {
+  int64_t b = x.size(0), t = x.size(1);
+  auto split = [&](const torch::Tensor& y) { return y.view({b, t, heads_, head_dim_}).transpose(1, 2); };
+  torch::Tensor q = split(query->forward(x));
+  torch::Tensor k = split(key->forward(x));
+  torch::Tensor v = split(value->forward(x));
+  if (q_norm) {
+    q = q_norm->forward(q);
+    k = k_norm->forward(k);
+  }
+  if (cos.defined()) {
+    // RoPE on the patch tokens only; the CLS token (and any prefix) stays unrotated. In float32.
+    int64_t n = cos.size(0), prefix = t - n;
+    auto rotate = [&](const torch::Tensor& y) {
+      torch::Tensor yf = y.to(torch::kFloat32);
+      return torch::cat({yf.narrow(2, 0, prefix), apply_rope(yf.narrow(2, prefix, n), cos, sin)}, 2);
+    };
+    q = rotate(q);
+    k = rotate(k);
+  }
+  double p = is_training() ? dropout_ : 0.0;
+  torch::Tensor context, probs;
+  if (!need_probs) {
+    context = torch::scaled_dot_product_attention(q.to(v.dtype()), k.to(v.dtype()), v, {}, p, causal);
+  } else {
+    // Eager path: softmax in float32, as the release computes it.
+    torch::Tensor scores = torch::matmul(q.to(torch::kFloat32), k.to(torch::kFloat32).transpose(-1, -2)) /
+                           std::sqrt(static_cast<double>(head_dim_));
+    if (causal) {
+      torch::Tensor mask = torch::ones({t, t}, torch::TensorOptions().dtype(torch::kBool).device(x.device())).triu(1);
+      scores = scores.masked_fill(mask, -std::numeric_limits<float>::infinity());
+    }
+    probs = torch::softmax(scores, -1);
+    context = torch::matmul(torch::dropout(probs, p, is_training()).to(v.dtype()), v);
+  }
+  return {context.transpose(1, 2).reshape({b, t, heads_ * head_dim_}), probs};
+}
+
+NepaSelfOutputImpl::NepaSelfOutputImpl(const ModelConfig& c) {
+  dense = register_module("dense", linear(c.hidden_size, c.hidden_size));
+}
+
+NepaAttentionImpl::NepaAttentionImpl(const ModelConfig& c) {
+  attention = register_module("attention", NepaSelfAttention(c));
+  output = register_module("output", NepaSelfOutput(c));
+}
+
+// ---- MLP ----------------------------------------------------------------------------------------------
+
+NepaIntermediateImpl::NepaIntermediateImpl(const ModelConfig& c) : act_(c.hidden_act) {
+  up_proj = register_module("up_proj", linear(c.hidden_size, c.intermediate_size));
+  if (c.use_gated_mlp) gate_proj = register_module("gate_proj", linear(c.hidden_size, c.intermediate_size));
+}
+
+torch::Tensor NepaIntermediateImpl::forward(const torch::Tensor& x) {
+  if (gate_proj) return activation(gate_proj->forward(x), act_) * up_proj->forward(x);
+  return activation(up_proj->forward(x), act_);
+}
+
+NepaOutputImpl::NepaOutputImpl(const ModelConfig& c) {
+  dense = register_module("dense", linear(c.intermediate_size, c.hidden_size));
+  if (c.layerscale_value) layer_scale = register_module("layer_scale", LayerScale(c.hidden_size, *c.layerscale_value));
+}
+
+torch::Tensor NepaOutputImpl::forward(const torch::Tensor& x) {
+  torch::Tensor y = dense->forward(x);
+  return layer_scale ? layer_scale->forward(y) : y;
+}
+
+// ---- block / encoder ----------------------------------------------------------------------------------
+
+NepaLayerImpl::NepaLayerImpl(const ModelConfig& c, double drop_path_prob) : drop_path_prob_(drop_path_prob) {
+  layernorm_before = register_module("layernorm_before", LayerNorm(c.hidden_size, c.layer_norm_eps));
+  attention = register_module("attention", NepaAttention(c));
+  if (c.layerscale_value) layer_scale = register_module("layer_scale", LayerScale(c.hidden_size, *c.layerscale_value));
+  layernorm_after = register_module("layernorm_after", LayerNorm(c.hidden_size, c.layer_norm_eps));
+  intermediate = register_module("intermediate", NepaIntermediate(c));
+  output = register_module("output", NepaOutput(c));
+}
+
+std::pair<torch::Tensor, torch::Tensor> NepaLayerImpl::forward(const torch::Tensor& h, const torch::Tensor& cos,
+                                                               const torch::Tensor& sin, bool causal,
+                                                               bool need_probs) {
+  auto [context, probs] =
+      attention->attention->forward(layernorm_before->forward(h), cos, sin, causal, need_probs);
+  torch::Tensor a = attention->output->forward(context);
+  if (layer_scale) a = layer_scale->forward(a);
+  torch::Tensor x = h + drop_path(a, drop_path_prob_, is_training());
+  torch::Tensor m = output->forward(intermediate->forward(layernorm_after->forward(x)));
+  return {x + drop_path(m, drop_path_prob_, is_training()), probs};
+}
+
+NepaEncoderImpl::NepaEncoderImpl(const ModelConfig& c) {
+  layer = register_module("layer", torch::nn::ModuleList());
+  for (int i = 0; i < c.num_hidden_layers; ++i) {
+    // Stochastic depth rises linearly from 0 (first block) to drop_path_prob (last block).
+    double p = c.num_hidden_layers > 1 ? c.drop_path_prob * i / (c.num_hidden_layers - 1) : 0.0;
+    layer->push_back(NepaLayer(c, p));
+  }
+}
+
+// ---- model --------------------------------------------------------------------------------------------
+
+ViTNepaModelImpl::ViTNepaModelImpl(const ModelConfig& c) : config_(c) {
+  validate(c, "model config");
+  embeddings = register_module("embeddings", NepaEmbeddings(c));
+  encoder = register_module("encoder", NepaEncoder(c));
+  layernorm = register_module("layernorm", LayerNorm(c.hidden_size, c.layer_norm_eps));
+  init_weights();
+}
+
+void ViTNepaModelImpl::init_weights() {
+  torch::NoGradGuard g;
+  double std = config_.initializer_range;
+  for (auto& m : modules(/*include_self=*/false)) {
+    if (auto* lin = m->as<torch::nn::Linear>()) {
+      trunc_normal_(lin->weight, std);
+      if (lin->bias.defined()) lin->bias.zero_();
+    } else if (auto* conv = m->as<torch::nn::Conv2d>()) {
+      trunc_normal_(conv->weight, std);
+      if (conv->bias.defined()) conv->bias.zero_();
+    } else if (auto* ln = m->as<LayerNorm>()) {
+      ln->reset_parameters();
+    } else if (auto* ls = m->as<LayerScale>()) {
+      ls->reset_parameters();
+    }
+  }
+  trunc_normal_(embeddings->cls_token, std);
+  if (embeddings->position_embeddings.defined()) trunc_normal_(embeddings->position_embeddings, std);
+  if (embeddings->mask_token.defined()) embeddings->mask_token.zero_();
+}
+
+NepaOutputs ViTNepaModelImpl::forward(const torch::Tensor& pixel_values, const ForwardOptions& options) {
+  const ModelConfig& c = config_;
+  if (pixel_values.dim() != 4 || pixel_values.size(1) != c.num_channels || pixel_values.size(2) % c.patch_size ||
+      pixel_values.size(3) % c.patch_size || pixel_values.size(2) == 0 || pixel_values.size(3) == 0)
+    throw std::invalid_argument("pixel_values has shape " + shape_str(pixel_values) + "; expected [B, " +
+                                std::to_string(c.num_channels) + ", H, W] with H and W positive multiples of " +
+                                "patch_size " + std::to_string(c.patch_size));
+  int64_t gh = pixel_values.size(2) / c.patch_size, gw = pixel_values.size(3) / c.patch_size;
+
+  auto emb = embeddings->forward(pixel_values, options.bool_masked_pos);
+  NepaOutputs out;
+  out.input_embedding = emb.input_embedding;
+
+  torch::Tensor cos, sin;
+  if (c.use_rope) {
+    RopeAugment aug{c.pos_embed_shift, c.pos_embed_jitter, c.pos_embed_rescale};
+    std::tie(cos, sin) =
+        rope_2d(gh, gw, c.head_dim(), c.rope_theta, pixel_values.device(), is_training() ? &aug : nullptr);
+  }
+
+  torch::Tensor h = emb.embeddings;
+  if (options.output_hidden_states) out.hidden_states.push_back(h);
+  for (const auto& block : *encoder->layer) {
+    auto [next, probs] = block->as<NepaLayer>()->forward(h, cos, sin, c.is_causal, options.output_attentions);
+    h = next;
+    if (options.output_hidden_states) out.hidden_states.push_back(h);
+    if (options.output_attentions) out.attentions.push_back(probs);
+  }
+  out.last_hidden_state = layernorm->forward(h);
+  return out;
+}
+
+int64_t count_parameters(const torch::nn::Module& module) {
+  int64_t n = 0;
+  for (const auto& p : module.parameters()) n += p.numel();
+  return n;
+}
+
+}  // namespace nepa

@@ -1,0 +1,173 @@
+#include "nepa/config/config.h"
+
+#include <gtest/gtest.h>
+
+#include <filesystem>
+
+#include "test_util.h"
+
+using namespace nepa;
+using nepa::test::error_of;
+using nepa::test::TempDir;
+
+TEST(Config, EmptyFileGivesDefaults) {
+  TempDir d;
+  Config c = load_config(d.write("empty.yaml", "")).config;
+  EXPECT_EQ(c.model.hidden_size, 768);
+  EXPECT_EQ(c.model.num_hidden_layers, 12);
+  EXPECT_TRUE(c.objective.shift);
+  EXPECT_TRUE(c.objective.stop_grad);
+  EXPECT_DOUBLE_EQ(c.objective.mask_ratio, 0.0);
+  ASSERT_TRUE(c.model.pos_embed_rescale.has_value());
+  EXPECT_DOUBLE_EQ(*c.model.pos_embed_rescale, 2.0);
+  EXPECT_FALSE(c.model.pos_embed_shift.has_value());
+}
+
+TEST(Config, BaseInheritanceDeepMergesRelativeToTheFile) {
+  TempDir d;
+  d.write("models/base.yaml", "model:\n  hidden_size: 64\n  num_attention_heads: 4\n  intermediate_size: 256\n"
+                              "optim:\n  betas: [0.9, 0.99]\n");
+  d.write("models/mid.yaml", "base: base.yaml\nmodel:\n  num_hidden_layers: 3\n");
+  std::string top = d.write("exp/top.yaml",
+                            "base: ../models/mid.yaml\nmodel:\n  intermediate_size: 128\ntrain:\n  seed: 7\n");
+  LoadedConfig lc = load_config(top);
+  const Config& c = lc.config;
+  EXPECT_EQ(c.model.hidden_size, 64);         // from base
+  EXPECT_EQ(c.model.num_attention_heads, 4);  // from base
+  EXPECT_EQ(c.model.num_hidden_layers, 3);    // from mid
+  EXPECT_EQ(c.model.intermediate_size, 128);  // top overrides base
+  EXPECT_EQ(c.train.seed, 7);
+  EXPECT_EQ(c.optim.betas, (std::vector<double>{0.9, 0.99}));
+  EXPECT_EQ(c.model.patch_size, 14);  // untouched default
+  EXPECT_NE(lc.origins.at("model.hidden_size").find("base.yaml"), std::string::npos);
+  EXPECT_NE(lc.origins.at("model.intermediate_size").find("top.yaml"), std::string::npos);
+}
+
+TEST(Config, OverridesApplyInOrderWithTypeChecking) {
+  TempDir d;
+  std::string f = d.write("a.yaml", "model:\n  num_hidden_layers: 4\n");
+  Config c = load_config(f, {"model.num_hidden_layers=6", "model.num_hidden_layers=8", "objective.shift=false",
+                             "model.pos_embed_rescale=null", "data.mean=[0.1, 0.2, 0.3]", "train.device=cuda:1"})
+                 .config;
+  EXPECT_EQ(c.model.num_hidden_layers, 8);
+  EXPECT_FALSE(c.objective.shift);
+  EXPECT_FALSE(c.model.pos_embed_rescale.has_value());
+  EXPECT_EQ(c.data.mean, (std::vector<double>{0.1, 0.2, 0.3}));
+  EXPECT_EQ(c.train.device, "cuda:1");
+
+  EXPECT_EQ(error_of<ConfigError>([&] { load_config(f, {"model.num_hidden_layers=abc"}); }),
+            "config error: --set model.num_hidden_layers=abc: model.num_hidden_layers: expected an integer, got 'abc'");
+  EXPECT_EQ(error_of<ConfigError>([&] { load_config(f, {"model.num_hidden_layers=6.5"}); }),
+            "config error: --set model.num_hidden_layers=6.5: model.num_hidden_layers: expected an integer, got '6.5'");
+  EXPECT_EQ(error_of<ConfigError>([&] { load_config(f, {"model.depth=6"}); }),
+            "config error: --set model.depth=6: model.depth: unknown key");
+  EXPECT_EQ(error_of<ConfigError>([&] { load_config(f, {"nonsense"}); }),
+            "config error: --set nonsense: expected section.key=value");
+  EXPECT_EQ(error_of<ConfigError>([&] { load_config(f, {"objective.shift=maybe"}); }),
+            "config error: --set objective.shift=maybe: objective.shift: expected true or false, got 'maybe'");
+}
+
+TEST(Config, UnknownKeysAndSectionsNameTheFile) {
+  TempDir d;
+  std::string f = d.write("bad.yaml", "model:\n  hidden_size: 64\n  num_attention_heads: 4\n  depth: 3\n");
+  EXPECT_EQ(error_of<ConfigError>([&] { load_config(f); }), "config error: " + f + ": model.depth: unknown key");
+  std::string g = d.write("bad2.yaml", "modle:\n  hidden_size: 64\n");
+  EXPECT_EQ(error_of<ConfigError>([&] { load_config(g); }), "config error: " + g + ": modle: unknown section");
+  std::string h = d.write("bad3.yaml", "model: 5\n");
+  EXPECT_EQ(error_of<ConfigError>([&] { load_config(h); }),
+            "config error: " + h + ": model: expected a mapping of keys, got '5'");
+}
+
+TEST(Config, WrongTypesAreReported) {
+  TempDir d;
+  std::string f = d.write("t.yaml", "model:\n  qk_norm: 3\n");
+  EXPECT_EQ(error_of<ConfigError>([&] { load_config(f); }),
+            "config error: " + f + ": model.qk_norm: expected true or false, got '3'");
+  std::string g = d.write("t2.yaml", "data:\n  mean: 0.5\n");
+  EXPECT_EQ(error_of<ConfigError>([&] { load_config(g); }),
+            "config error: " + g + ": data.mean: expected a list of numbers, got '0.5'");
+  std::string h = d.write("t3.yaml", "optim:\n  base_lr: fast\n");
+  EXPECT_EQ(error_of<ConfigError>([&] { load_config(h); }),
+            "config error: " + h + ": optim.base_lr: expected a number, got 'fast'");
+  std::string i = d.write("t4.yaml", "train:\n  device: [cpu]\n");
+  EXPECT_EQ(error_of<ConfigError>([&] { load_config(i); }),
+            "config error: " + i + ": train.device: expected a string, got a list");
+}
+
+TEST(Config, ImpossibleValuesNameKeyAndFile) {
+  TempDir d;
+  std::string base = d.write("base.yaml", "model:\n  hidden_size: 100\n");
+  std::string top = d.write("top.yaml", "base: base.yaml\nmodel:\n  num_attention_heads: 12\n");
+  EXPECT_EQ(error_of<ConfigError>([&] { load_config(top); }),
+            "config error: " + base + ": model.hidden_size: 100 is not divisible by num_attention_heads 12");
+  std::string p = d.write("p.yaml", "model:\n  image_size: 225\n");
+  EXPECT_EQ(error_of<ConfigError>([&] { load_config(p); }),
+            "config error: " + p + ": model.image_size: 225 is not divisible by patch_size 14");
+  std::string r = d.write("r.yaml", "model:\n  hidden_size: 96\n  num_attention_heads: 16\n");
+  EXPECT_EQ(error_of<ConfigError>([&] { load_config(r); }),
+            "config error: " + r + ": model.num_attention_heads: 2-D RoPE needs head_dim divisible by 4, got head_dim 6");
+  std::string m = d.write("m.yaml", "objective:\n  mask_ratio: 0.4\n");
+  EXPECT_EQ(error_of<ConfigError>([&] { load_config(m); }),
+            "config error: " + m + ": objective.mask_ratio: masking needs model.use_mask_token: true");
+  std::string b = d.write("b.yaml", "train:\n  total_batch: 100\n  micro_batch: 64\n");
+  EXPECT_EQ(error_of<ConfigError>([&] { load_config(b); }),
+            "config error: " + b + ": train.total_batch: 100 is not a positive multiple of train.micro_batch 64");
+  std::string dev = d.write("dev.yaml", "train:\n  device: gpu\n");
+  EXPECT_EQ(error_of<ConfigError>([&] { load_config(dev); }),
+            "config error: " + dev + ": train.device: expected cpu, cuda or cuda:N, got 'gpu'");
+  std::string pr = d.write("pr.yaml", "model:\n  num_prompt_token: 4\n");
+  EXPECT_NE(error_of<ConfigError>([&] { load_config(pr); }).find("model.num_prompt_token: prompt tokens are not supported"),
+            std::string::npos);
+}
+
+TEST(Config, FileProblems) {
+  TempDir d;
+  EXPECT_EQ(error_of<ConfigError>([&] { load_config(d.file("missing.yaml")); }),
+            "config error: " + d.file("missing.yaml") + ": cannot open file");
+  std::string a = d.write("a.yaml", "base: b.yaml\n");
+  d.write("b.yaml", "base: a.yaml\n");
+  EXPECT_NE(error_of<ConfigError>([&] { load_config(a); }).find("base: inheritance cycle"), std::string::npos);
+  std::string c = d.write("c.yaml", "base: nowhere.yaml\n");
+  EXPECT_NE(error_of<ConfigError>([&] { load_config(c); }).find("c.yaml: base: file not found"), std::string::npos);
+  std::string s = d.write("s.yaml", "model:\n  hidden_size: [1, 2\n");
+  EXPECT_NE(error_of<ConfigError>([&] { load_config(s); }).find("s.yaml: YAML syntax error at line"), std::string::npos);
+}
+
+TEST(Config, EffectiveConfigRoundTripsExactly) {
+  TempDir d;
+  std::string f = d.write("x.yaml", "model:\n  pos_embed_shift: 0.25\n  layerscale_value: null\n"
+                                    "optim:\n  base_lr: 0.0001234567890123\n  betas: [0.9, 0.95]\n"
+                                    "train:\n  output_dir: \"runs/with \\\"quotes\\\"\"\n");
+  Config c = load_config(f).config;
+  EXPECT_EQ(c.train.output_dir, "runs/with \"quotes\"");
+  std::string once = to_yaml(c);
+  save_config(c, d.file("effective.yaml"));
+  Config again = load_config(d.file("effective.yaml")).config;
+  EXPECT_EQ(to_yaml(again), once);
+  EXPECT_EQ(again.optim.base_lr, c.optim.base_lr);  // bit-identical
+  EXPECT_FALSE(again.model.layerscale_value.has_value());
+  ASSERT_TRUE(again.model.pos_embed_shift.has_value());
+  EXPECT_EQ(*again.model.pos_embed_shift, 0.25);
+  EXPECT_TRUE(again.model == c.model);
+  // Every key is documented in the dump.
+  EXPECT_NE(once.find("  hidden_size: 768  # token width D\n"), std::string::npos);
+}
+
+TEST(Config, ShippedConfigsLoad) {
+  namespace fs = std::filesystem;
+  int n = 0;
+  for (const auto& e : fs::recursive_directory_iterator(nepa::test::source_path("configs"))) {
+    if (e.path().extension() != ".yaml") continue;
+    EXPECT_NO_THROW(load_config(e.path().string())) << e.path();
+    ++n;
+  }
+  EXPECT_GE(n, 5);
+  Config vitb = load_config(nepa::test::source_path("configs/pretrain/vitb.yaml")).config;
+  EXPECT_EQ(vitb.train.total_batch, 4096);
+  EXPECT_EQ(vitb.optim.betas, (std::vector<double>{0.9, 0.95}));
+  EXPECT_DOUBLE_EQ(vitb.schedule.warmup_fraction, 0.025);
+  Config vitl = load_config(nepa::test::source_path("configs/pretrain/vitl.yaml")).config;
+  EXPECT_EQ(vitl.model.hidden_size, 1024);
+  EXPECT_TRUE(vitl.model.qk_norm_affine);
+  EXPECT_EQ(vitl.train.total_batch, 4096);  // inherited from vitb.yaml
+}
