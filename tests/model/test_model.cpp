@@ -34,6 +34,9 @@ TEST(Model, ParameterCountsOfTheReleasedConfigs) {
   EXPECT_EQ(count_parameters(*ViTNepaModel(base.model)), 85527552);
   auto large = read_hf_config(nepa::test::source_path("tests/data/hf-configs/nepa-large-patch14-224.json"));
   EXPECT_EQ(count_parameters(*ViTNepaModel(large.model)), 302967808);
+  // The shipped YAML describes the same model.
+  auto yaml = load_config(nepa::test::source_path("configs/pretrain/vitb.yaml")).config;
+  EXPECT_TRUE(yaml.model == base.model);
 }
 
 TEST(Model, ParameterNamesAreTheHuggingFaceNames) {

@@ -75,6 +75,13 @@ def main():
     sd = load_file(os.path.join(init_dir, "model.safetensors"))
     assert all(k.startswith("vit_nepa.") for k in sd), sorted(sd)
     ref.load_state_dict({k[len("vit_nepa."):]: v.double() for k, v in sd.items()}, strict=True)
+    info = subprocess.run([tool, "info", init_dir], check=True, capture_output=True, text=True).stdout
+    numel = sum(v.numel() for v in sd.values())
+    if f"tensors: {len(sd)}  parameters: {numel}" not in info:
+        failures.append(f"nepa_tool info does not report {len(sd)} tensors / {numel} parameters:\n{info}")
+    for k, v in sd.items():
+        if f"  {k}  F32 [{', '.join(map(str, v.shape))}]" not in info:
+            failures.append(f"nepa_tool info misses {k}")
     gen = torch.Generator().manual_seed(0)
     pixels = torch.rand(3, config["num_channels"], 28, 28, generator=gen) * 2 - 1
     inp = os.path.join(work, "cpp_init.in.safetensors")
