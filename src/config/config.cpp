@@ -134,7 +134,7 @@ void decode_section(const YAML::Node& tree, const char* key, Section& section, c
   if (!node || node.IsNull()) return;
   if (!node.IsMap()) fail(origin_of(origins, key), key, "expected a mapping of keys, got " + scalar_text(node));
   FieldDecoder dec(node, std::string(key) + ".", &origin_fn, &origins);
-  section.visit(dec);
+  Section::visit(section, dec);
   dec.check_unknown(nullptr);
 }
 
@@ -152,9 +152,9 @@ struct SectionDecoder {
 struct SectionEncoder {
   std::string out;
   template <class S>
-  void section(const char* key, S& s, const char* doc) {
+  void section(const char* key, const S& s, const char* doc) {
     FieldEncoder enc("  ");
-    s.visit(enc);
+    S::visit(s, enc);
     out += std::string("# ") + doc + "\n" + key + ":\n" + enc.text();
   }
 };
@@ -163,7 +163,7 @@ LoadedConfig decode(YAML::Node tree, ConfigOrigins origins, const std::vector<st
   for (const auto& o : overrides) apply_override(tree, o, origins);
   LoadedConfig out;
   SectionDecoder dec{tree, origins, {}};
-  out.config.visit(dec);
+  Config::visit(out.config, dec);
   for (const auto& kv : tree) {
     std::string key = kv.first.as<std::string>();
     if (!dec.known.count(key)) fail(origin_of(origins, key), key, "unknown section");
@@ -325,7 +325,7 @@ LoadedConfig load_config_from_string(const std::string& yaml, const std::string&
 
 std::string to_yaml(const Config& config) {
   SectionEncoder enc;
-  const_cast<Config&>(config).visit(enc);  // visit is shared with the decoders; encoding only reads
+  Config::visit(config, enc);
   return "# Effective configuration (all defaults filled in). Reload with --config.\n" + enc.out;
 }
 
@@ -342,8 +342,8 @@ void save_config(const Config& config, const std::string& path) {
 
 bool operator==(const ModelConfig& a, const ModelConfig& b) {
   FieldEncoder ea(""), eb("");
-  const_cast<ModelConfig&>(a).visit(ea);
-  const_cast<ModelConfig&>(b).visit(eb);
+  ModelConfig::visit(a, ea);
+  ModelConfig::visit(b, eb);
   return ea.text() == eb.text();
 }
 

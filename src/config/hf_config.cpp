@@ -71,7 +71,7 @@ HfModelConfig parse_hf_config(const std::string& json_text, const std::string& n
   }
 
   FieldDecoder dec(root, "", &file_origin, &name);
-  out.model.visit(dec);
+  ModelConfig::visit(out.model, dec);
   std::vector<std::string> unknown;
   dec.check_unknown(&unknown);
   for (auto& k : unknown)
@@ -90,10 +90,10 @@ HfModelConfig read_hf_config(const std::string& path) {
 
 std::string to_hf_config_json(const HfModelConfig& config) {
   JsonFields fields;
-  const_cast<ModelConfig&>(config.model).visit(fields);
+  ModelConfig::visit(config.model, fields);
   const ModelConfig defaults;
   JsonFields default_fields;
-  const_cast<ModelConfig&>(defaults).visit(default_fields);
+  ModelConfig::visit(defaults, default_fields);
   for (const auto& k : kExtensionKeys)
     if (fields.members[k] == default_fields.members[k]) fields.members.erase(k);
 

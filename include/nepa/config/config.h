@@ -1,4 +1,4 @@
-// Typed experiment configuration. Every section is a plain struct whose `visit` lists each field once with
+// Typed experiment configuration. Every section is a plain struct whose static `visit` lists each field once with
 // its YAML name and a one-line doc; decoding, encoding, --set overrides and the documented dump are all
 // driven by that single list, so a field cannot be forgotten by one of them (the Marian lesson in STYLE.md).
 #pragma once
@@ -51,36 +51,36 @@ struct ModelConfig {
 
   int head_dim() const { return hidden_size / num_attention_heads; }
 
-  template <class V>
-  void visit(V& v) {
-    v("image_size", image_size, "input resolution in pixels (square); H and W must be multiples of patch_size");
-    v("patch_size", patch_size, "side p of the square patches (Conv2d kernel = stride = p)");
-    v("num_channels", num_channels, "input channels (3 = RGB; 1 for single-channel data)");
-    v("hidden_size", hidden_size, "token width D");
-    v("num_hidden_layers", num_hidden_layers, "number of transformer blocks L");
-    v("num_attention_heads", num_attention_heads, "attention heads; D must be divisible by it");
-    v("intermediate_size", intermediate_size, "MLP hidden width F");
-    v("hidden_act", hidden_act, "MLP activation: gelu (exact erf), gelu_new (tanh approx), silu, relu");
-    v("use_gated_mlp", use_gated_mlp, "SwiGLU-style MLP: act(gate_proj(x)) * up_proj(x)");
-    v("qkv_bias", qkv_bias, "bias on the query/key/value projections");
-    v("qk_norm", qk_norm, "LayerNorm over head_dim on q and k before RoPE (QK-Norm)");
-    v("qk_norm_affine", qk_norm_affine, "QK-Norm has a learnable weight");
-    v("qk_norm_bias", qk_norm_bias, "QK-Norm has a learnable bias (needs qk_norm_affine)");
-    v("layer_norm_eps", layer_norm_eps, "epsilon of every LayerNorm");
-    v("layerscale_value", layerscale_value, "initial LayerScale value; null = no LayerScale");
-    v("use_rope", use_rope, "2-D rotary position embedding on the patch tokens (off only for the RoPE ablation)");
-    v("rope_theta", rope_theta, "RoPE base: inv_freq = 1 / theta^(arange(0,1,4/head_dim))");
-    v("pos_embed_rescale", pos_embed_rescale, "training-only: scale RoPE coordinates by exp(U(-ln r, ln r)); null = off");
-    v("pos_embed_shift", pos_embed_shift, "training-only: shift RoPE coordinates by U(-s, s) per axis; null = off");
-    v("pos_embed_jitter", pos_embed_jitter, "training-only: scale y and x separately by log-uniform [1/j, j]; null = off");
-    v("use_abs_pos_embed", use_abs_pos_embed, "learned absolute position embedding (RoPE ablation)");
-    v("use_mask_token", use_mask_token, "learnable mask token for input-embedding masking");
-    v("is_causal", is_causal, "causal attention (pretraining); false = bidirectional (fine-tuning)");
-    v("drop_path_prob", drop_path_prob, "stochastic depth rate of the last block, rising linearly from 0");
-    v("hidden_dropout_prob", hidden_dropout_prob, "dropout on the embeddings");
-    v("attention_probs_dropout_prob", attention_probs_dropout_prob, "dropout on attention probabilities");
-    v("initializer_range", initializer_range, "std of the truncated-normal weight init");
-    v("num_prompt_token", num_prompt_token, "prompt tokens of the release (0 in every release; others unsupported)");
+  template <class Self, class V>
+  static void visit(Self& self, V& v) {
+    v("image_size", self.image_size, "input resolution in pixels (square); H and W must be multiples of patch_size");
+    v("patch_size", self.patch_size, "side p of the square patches (Conv2d kernel = stride = p)");
+    v("num_channels", self.num_channels, "input channels (3 = RGB; 1 for single-channel data)");
+    v("hidden_size", self.hidden_size, "token width D");
+    v("num_hidden_layers", self.num_hidden_layers, "number of transformer blocks L");
+    v("num_attention_heads", self.num_attention_heads, "attention heads; D must be divisible by it");
+    v("intermediate_size", self.intermediate_size, "MLP hidden width F");
+    v("hidden_act", self.hidden_act, "MLP activation: gelu (exact erf), gelu_new (tanh approx), silu, relu");
+    v("use_gated_mlp", self.use_gated_mlp, "SwiGLU-style MLP: act(gate_proj(x)) * up_proj(x)");
+    v("qkv_bias", self.qkv_bias, "bias on the query/key/value projections");
+    v("qk_norm", self.qk_norm, "LayerNorm over head_dim on q and k before RoPE (QK-Norm)");
+    v("qk_norm_affine", self.qk_norm_affine, "QK-Norm has a learnable weight");
+    v("qk_norm_bias", self.qk_norm_bias, "QK-Norm has a learnable bias (needs qk_norm_affine)");
+    v("layer_norm_eps", self.layer_norm_eps, "epsilon of every LayerNorm");
+    v("layerscale_value", self.layerscale_value, "initial LayerScale value; null = no LayerScale");
+    v("use_rope", self.use_rope, "2-D rotary position embedding on the patch tokens (off only for the RoPE ablation)");
+    v("rope_theta", self.rope_theta, "RoPE base: inv_freq = 1 / theta^(arange(0,1,4/head_dim))");
+    v("pos_embed_rescale", self.pos_embed_rescale, "training-only: scale RoPE coordinates by exp(U(-ln r, ln r)); null = off");
+    v("pos_embed_shift", self.pos_embed_shift, "training-only: shift RoPE coordinates by U(-s, s) per axis; null = off");
+    v("pos_embed_jitter", self.pos_embed_jitter, "training-only: scale y and x separately by log-uniform [1/j, j]; null = off");
+    v("use_abs_pos_embed", self.use_abs_pos_embed, "learned absolute position embedding (RoPE ablation)");
+    v("use_mask_token", self.use_mask_token, "learnable mask token for input-embedding masking");
+    v("is_causal", self.is_causal, "causal attention (pretraining); false = bidirectional (fine-tuning)");
+    v("drop_path_prob", self.drop_path_prob, "stochastic depth rate of the last block, rising linearly from 0");
+    v("hidden_dropout_prob", self.hidden_dropout_prob, "dropout on the embeddings");
+    v("attention_probs_dropout_prob", self.attention_probs_dropout_prob, "dropout on attention probabilities");
+    v("initializer_range", self.initializer_range, "std of the truncated-normal weight init");
+    v("num_prompt_token", self.num_prompt_token, "prompt tokens of the release (0 in every release; others unsupported)");
   }
 };
 
@@ -91,12 +91,12 @@ struct ObjectiveConfig {
   bool stop_grad = true;
   double mask_ratio = 0.0;
 
-  template <class V>
-  void visit(V& v) {
-    v("name", name, "objective: nepa");
-    v("shift", shift, "position t predicts token t+1; false = same-position matching (ablation)");
-    v("stop_grad", stop_grad, "stop the gradient through the targets (off collapses; ablation)");
-    v("mask_ratio", mask_ratio, "fraction of patch embeddings replaced by the mask token; targets stay clean");
+  template <class Self, class V>
+  static void visit(Self& self, V& v) {
+    v("name", self.name, "objective: nepa");
+    v("shift", self.shift, "position t predicts token t+1; false = same-position matching (ablation)");
+    v("stop_grad", self.stop_grad, "stop the gradient through the targets (off collapses; ablation)");
+    v("mask_ratio", self.mask_ratio, "fraction of patch embeddings replaced by the mask token; targets stay clean");
   }
 };
 
@@ -117,23 +117,23 @@ struct DataConfig {
   int prefetch_batches = 4;
   double max_bad_fraction = 0.001;
 
-  template <class V>
-  void visit(V& v) {
-    v("dataset", dataset, "fashion_mnist | image_folder | synthetic");
-    v("root", root, "dataset root (ImageFolder: root/<split>/<class>/<img>; fashion_mnist: IDX folder, empty = Debian path)");
-    v("split", split, "training split (sub-folder or file prefix)");
-    v("eval_split", eval_split, "evaluation split");
-    v("image_size", image_size, "side of the crops fed to the model");
-    v("num_channels", num_channels, "3 = RGB (grayscale replicated); 1 = keep single channel");
-    v("mean", mean, "per-channel normalisation mean");
-    v("std", std, "per-channel normalisation std");
-    v("crop_scale", crop_scale, "RandomResizedCrop area range [min, max]");
-    v("crop_ratio", crop_ratio, "RandomResizedCrop aspect range [min, max]");
-    v("interpolation", interpolation, "resize filter: bilinear | bicubic | nearest | area");
-    v("hflip_prob", hflip_prob, "probability of a horizontal flip");
-    v("num_workers", num_workers, "decode/augment threads");
-    v("prefetch_batches", prefetch_batches, "batches prepared ahead of the training step");
-    v("max_bad_fraction", max_bad_fraction, "fraction of unreadable images tolerated before the run stops");
+  template <class Self, class V>
+  static void visit(Self& self, V& v) {
+    v("dataset", self.dataset, "fashion_mnist | image_folder | synthetic");
+    v("root", self.root, "dataset root (ImageFolder: root/<split>/<class>/<img>; fashion_mnist: IDX folder, empty = Debian path)");
+    v("split", self.split, "training split (sub-folder or file prefix)");
+    v("eval_split", self.eval_split, "evaluation split");
+    v("image_size", self.image_size, "side of the crops fed to the model");
+    v("num_channels", self.num_channels, "3 = RGB (grayscale replicated); 1 = keep single channel");
+    v("mean", self.mean, "per-channel normalisation mean");
+    v("std", self.std, "per-channel normalisation std");
+    v("crop_scale", self.crop_scale, "RandomResizedCrop area range [min, max]");
+    v("crop_ratio", self.crop_ratio, "RandomResizedCrop aspect range [min, max]");
+    v("interpolation", self.interpolation, "resize filter: bilinear | bicubic | nearest | area");
+    v("hflip_prob", self.hflip_prob, "probability of a horizontal flip");
+    v("num_workers", self.num_workers, "decode/augment threads");
+    v("prefetch_batches", self.prefetch_batches, "batches prepared ahead of the training step");
+    v("max_bad_fraction", self.max_bad_fraction, "fraction of unreadable images tolerated before the run stops");
   }
 };
 
@@ -146,15 +146,15 @@ struct OptimConfig {
   double weight_decay = 0.05;
   double grad_clip = 0.0;
 
-  template <class V>
-  void visit(V& v) {
-    v("name", name, "optimizer: adamw");
-    v("base_lr", base_lr, "learning rate per lr_batch_reference images: lr = base_lr * total_batch / reference");
-    v("lr_batch_reference", lr_batch_reference, "batch size base_lr refers to");
-    v("betas", betas, "AdamW (beta1, beta2)");
-    v("eps", eps, "AdamW epsilon");
-    v("weight_decay", weight_decay, "decoupled weight decay on matrices, kernels and the CLS token");
-    v("grad_clip", grad_clip, "max global gradient norm; 0 = no clipping");
+  template <class Self, class V>
+  static void visit(Self& self, V& v) {
+    v("name", self.name, "optimizer: adamw");
+    v("base_lr", self.base_lr, "learning rate per lr_batch_reference images: lr = base_lr * total_batch / reference");
+    v("lr_batch_reference", self.lr_batch_reference, "batch size base_lr refers to");
+    v("betas", self.betas, "AdamW (beta1, beta2)");
+    v("eps", self.eps, "AdamW epsilon");
+    v("weight_decay", self.weight_decay, "decoupled weight decay on matrices, kernels and the CLS token");
+    v("grad_clip", self.grad_clip, "max global gradient norm; 0 = no clipping");
   }
 };
 
@@ -165,13 +165,13 @@ struct ScheduleConfig {
   double warmup_fraction = 0.025;
   double min_lr = 0.0;
 
-  template <class V>
-  void visit(V& v) {
-    v("name", name, "lr schedule: cosine (linear warmup, then cosine to min_lr) | constant");
-    v("epochs", epochs, "passes over the training set");
-    v("max_steps", max_steps, "optimizer steps; 0 = derived from epochs");
-    v("warmup_fraction", warmup_fraction, "fraction of the steps spent in linear warmup");
-    v("min_lr", min_lr, "final learning rate of the cosine");
+  template <class Self, class V>
+  static void visit(Self& self, V& v) {
+    v("name", self.name, "lr schedule: cosine (linear warmup, then cosine to min_lr) | constant");
+    v("epochs", self.epochs, "passes over the training set");
+    v("max_steps", self.max_steps, "optimizer steps; 0 = derived from epochs");
+    v("warmup_fraction", self.warmup_fraction, "fraction of the steps spent in linear warmup");
+    v("min_lr", self.min_lr, "final learning rate of the cosine");
   }
 };
 
@@ -186,17 +186,17 @@ struct TrainConfig {
   long long checkpoint_every = 1000;
   int keep_last = 3;
 
-  template <class V>
-  void visit(V& v) {
-    v("device", device, "cpu | cuda | cuda:N");
-    v("precision", precision, "fp32 | bf16 (autocast)");
-    v("total_batch", total_batch, "images per optimizer step over all processes");
-    v("micro_batch", micro_batch, "images per forward/backward on one process (accumulation fills the rest)");
-    v("seed", seed, "seed of weights, data order and augmentation");
-    v("threads", threads, "intra-op CPU threads; 0 = all available cores");
-    v("output_dir", output_dir, "run directory: checkpoints, metrics.jsonl, config.yaml");
-    v("checkpoint_every", checkpoint_every, "optimizer steps between checkpoints");
-    v("keep_last", keep_last, "checkpoints kept besides the final one");
+  template <class Self, class V>
+  static void visit(Self& self, V& v) {
+    v("device", self.device, "cpu | cuda | cuda:N");
+    v("precision", self.precision, "fp32 | bf16 (autocast)");
+    v("total_batch", self.total_batch, "images per optimizer step over all processes");
+    v("micro_batch", self.micro_batch, "images per forward/backward on one process (accumulation fills the rest)");
+    v("seed", self.seed, "seed of weights, data order and augmentation");
+    v("threads", self.threads, "intra-op CPU threads; 0 = all available cores");
+    v("output_dir", self.output_dir, "run directory: checkpoints, metrics.jsonl, config.yaml");
+    v("checkpoint_every", self.checkpoint_every, "optimizer steps between checkpoints");
+    v("keep_last", self.keep_last, "checkpoints kept besides the final one");
   }
 };
 
@@ -205,11 +205,11 @@ struct DistConfig {
   int timeout_s = 1800;
   double bucket_mb = 25.0;
 
-  template <class V>
-  void visit(V& v) {
-    v("backend", backend, "auto (nccl on CUDA, gloo on CPU) | nccl | gloo");
-    v("timeout_s", timeout_s, "collective timeout; a dead rank ends the others after it");
-    v("bucket_mb", bucket_mb, "gradient all-reduce bucket size in MB");
+  template <class Self, class V>
+  static void visit(Self& self, V& v) {
+    v("backend", self.backend, "auto (nccl on CUDA, gloo on CPU) | nccl | gloo");
+    v("timeout_s", self.timeout_s, "collective timeout; a dead rank ends the others after it");
+    v("bucket_mb", self.bucket_mb, "gradient all-reduce bucket size in MB");
   }
 };
 
@@ -218,11 +218,11 @@ struct LogConfig {
   std::string level = "info";
   bool jsonl = true;
 
-  template <class V>
-  void visit(V& v) {
-    v("log_every", log_every, "optimizer steps between progress lines");
-    v("level", level, "trace | debug | info | warn | error");
-    v("jsonl", jsonl, "append metrics to <output_dir>/metrics.jsonl");
+  template <class Self, class V>
+  static void visit(Self& self, V& v) {
+    v("log_every", self.log_every, "optimizer steps between progress lines");
+    v("level", self.level, "trace | debug | info | warn | error");
+    v("jsonl", self.jsonl, "append metrics to <output_dir>/metrics.jsonl");
   }
 };
 
@@ -236,16 +236,16 @@ struct Config {
   DistConfig dist;
   LogConfig log;
 
-  template <class V>
-  void visit(V& v) {
-    v.section("model", model, "the ViT backbone (Hugging Face vit_nepa names)");
-    v.section("objective", objective, "what the model is trained to predict");
-    v.section("data", data, "dataset and augmentation");
-    v.section("optim", optim, "optimizer");
-    v.section("schedule", schedule, "learning-rate schedule and run length");
-    v.section("train", train, "devices, batch sizes, checkpoints");
-    v.section("dist", dist, "multi-process data parallel");
-    v.section("log", log, "progress logging");
+  template <class Self, class V>
+  static void visit(Self& self, V& v) {
+    v.section("model", self.model, "the ViT backbone (Hugging Face vit_nepa names)");
+    v.section("objective", self.objective, "what the model is trained to predict");
+    v.section("data", self.data, "dataset and augmentation");
+    v.section("optim", self.optim, "optimizer");
+    v.section("schedule", self.schedule, "learning-rate schedule and run length");
+    v.section("train", self.train, "devices, batch sizes, checkpoints");
+    v.section("dist", self.dist, "multi-process data parallel");
+    v.section("log", self.log, "progress logging");
   }
 };
 
