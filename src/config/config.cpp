@@ -9,6 +9,7 @@
 #include <sstream>
 
 #include "codec.h"
+#include "nepa/io/atomic_file.h"
 
 namespace nepa {
 namespace fs = std::filesystem;
@@ -330,14 +331,8 @@ std::string to_yaml(const Config& config) {
 }
 
 void save_config(const Config& config, const std::string& path) {
-  fs::path tmp = path + ".tmp";
-  {
-    std::ofstream out(tmp);
-    if (!out) throw std::runtime_error("cannot write " + tmp.string());
-    out << to_yaml(config);
-    if (!out.flush()) throw std::runtime_error("cannot write " + tmp.string());
-  }
-  fs::rename(tmp, path);
+  std::string text = to_yaml(config);
+  write_text_atomic(path, text);
 }
 
 bool operator==(const ModelConfig& a, const ModelConfig& b) {

@@ -9,6 +9,7 @@
 #include <sstream>
 
 #include "codec.h"
+#include "nepa/io/atomic_file.h"
 
 namespace nepa {
 using namespace config_detail;
@@ -127,14 +128,8 @@ std::string to_hf_config_json(const HfModelConfig& config) {
 }
 
 void write_hf_config(const HfModelConfig& config, const std::string& path) {
-  std::string tmp = path + ".tmp";
-  {
-    std::ofstream out(tmp);
-    if (!out) throw std::runtime_error("cannot write " + tmp);
-    out << to_hf_config_json(config);
-    if (!out.flush()) throw std::runtime_error("cannot write " + tmp);
-  }
-  if (std::rename(tmp.c_str(), path.c_str()) != 0) throw std::runtime_error("cannot rename " + tmp + " to " + path);
+  std::string text = to_hf_config_json(config);
+  write_text_atomic(path, text);
 }
 
 }  // namespace nepa

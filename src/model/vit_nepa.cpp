@@ -8,11 +8,7 @@
 namespace nepa {
 
 namespace {
-std::string shape_str(const torch::Tensor& t) {
-  std::string s = "[";
-  for (int64_t i = 0; i < t.dim(); ++i) s += (i ? ", " : "") + std::to_string(t.size(i));
-  return s + "]";
-}
+std::string shape_str(const torch::Tensor& t) { return c10::str(t.sizes()); }
 
 torch::nn::Linear linear(int64_t in, int64_t out, bool bias = true) {
   return torch::nn::Linear(torch::nn::LinearOptions(in, out).bias(bias));

@@ -10,4 +10,6 @@ namespace nepa {
 // `write` receives a FILE* opened for binary writing; throwing from it leaves the target untouched.
 void write_file_atomic(const std::string& path, const std::function<void(std::FILE*)>& write);
 
+void write_text_atomic(const std::string& path, const std::string& text);
+
 }  // namespace nepa
