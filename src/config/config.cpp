@@ -260,6 +260,8 @@ void validate(const Config& cfg, const ConfigOrigins& origins) {
   c.require(d.num_workers >= 0, "data.num_workers", "must be >= 0");
   c.require(d.prefetch_batches >= 1, "data.prefetch_batches", "must be >= 1");
   c.require(d.max_bad_fraction >= 0 && d.max_bad_fraction <= 1, "data.max_bad_fraction", "must be in [0, 1]");
+  c.require(d.eval_crop_pct > 0 && d.eval_crop_pct <= 1, "data.eval_crop_pct", "must be in (0, 1]");
+  c.require(d.synthetic_size > 0, "data.synthetic_size", "must be positive");
 
   const auto& op = cfg.optim;
   c.require(op.name == "adamw", "optim.name", "unknown optimizer '" + op.name + "' (adamw)");
@@ -303,6 +305,18 @@ void validate(const Config& cfg, const ConfigOrigins& origins) {
   c.require(l.log_every > 0, "log.log_every", "must be positive");
   static const std::set<std::string> levels = {"trace", "debug", "info", "warn", "error"};
   c.require(levels.count(l.level) > 0, "log.level", "unknown level '" + l.level + "'");
+
+  const auto& e = cfg.eval;
+  c.require(e.knn_k >= 0, "eval.knn_k", "must be >= 0 (0 = off)");
+  c.require(e.knn_every >= 0, "eval.knn_every", "must be >= 0");
+  c.require(e.knn_train_samples >= 0, "eval.knn_train_samples", "must be >= 0 (0 = all)");
+  c.require(e.knn_eval_samples >= 0, "eval.knn_eval_samples", "must be >= 0 (0 = all)");
+}
+
+void validate_for_training(const Config& cfg, const ConfigOrigins& origins) {
+  Checker c{&origins, ""};
+  c.require(cfg.data.dataset != "image_folder" || !cfg.data.root.empty(), "data.root",
+            "required for dataset image_folder: set it in the config or with --set data.root=/path/to/dataset");
 }
 
 LoadedConfig load_config(const std::string& path, const std::vector<std::string>& overrides) {

@@ -10,6 +10,16 @@
 #include <stdexcept>
 
 namespace nepa {
+namespace {
+std::function<void(const std::string&, const std::string&)>& before_rename_hook() {
+  static std::function<void(const std::string&, const std::string&)> hook;
+  return hook;
+}
+}  // namespace
+
+void set_before_rename_hook(std::function<void(const std::string&, const std::string&)> hook) {
+  before_rename_hook() = std::move(hook);
+}
 
 void write_file_atomic(const std::string& path, const std::function<void(std::FILE*)>& write) {
   namespace fs = std::filesystem;
@@ -29,6 +39,7 @@ void write_file_atomic(const std::string& path, const std::function<void(std::FI
     std::remove(tmp.c_str());
     throw std::runtime_error("cannot close " + tmp + ": " + std::strerror(errno));
   }
+  if (before_rename_hook()) before_rename_hook()(tmp, path);
   if (std::rename(tmp.c_str(), path.c_str()) != 0) {
     int err = errno;
     std::remove(tmp.c_str());

@@ -116,6 +116,9 @@ struct DataConfig {
   int num_workers = 4;
   int prefetch_batches = 4;
   double max_bad_fraction = 0.001;
+  std::string file_list;
+  double eval_crop_pct = 0.875;
+  int synthetic_size = 512;
 
   template <class Self, class V>
   static void visit(Self& self, V& v) {
@@ -133,7 +136,10 @@ struct DataConfig {
     v("hflip_prob", self.hflip_prob, "probability of a horizontal flip");
     v("num_workers", self.num_workers, "decode/augment threads");
     v("prefetch_batches", self.prefetch_batches, "batches prepared ahead of the training step");
-    v("max_bad_fraction", self.max_bad_fraction, "fraction of unreadable images tolerated before the run stops");
+    v("max_bad_fraction", self.max_bad_fraction, "unreadable images tolerated, as a fraction of the dataset, before the run stops");
+    v("file_list", self.file_list, "image_folder: text file of '<class>/<file>' paths (relative to root/<split>) to use; empty = all");
+    v("eval_crop_pct", self.eval_crop_pct, "evaluation: resize the shorter side to image_size / eval_crop_pct, then centre crop");
+    v("synthetic_size", self.synthetic_size, "synthetic: number of generated images per split");
   }
 };
 
@@ -226,6 +232,25 @@ struct LogConfig {
   }
 };
 
+// Evaluation run by the training loop: k-NN top-1 on frozen features (cosine similarity, majority vote of the k
+// nearest training images), mean-pooled patch tokens and the causal last token.
+struct EvalConfig {
+  int knn_k = 0;
+  bool knn_at_init = false;
+  long long knn_every = 0;
+  int knn_train_samples = 0;
+  int knn_eval_samples = 0;
+
+  template <class Self, class V>
+  static void visit(Self& self, V& v) {
+    v("knn_k", self.knn_k, "neighbours of the k-NN readout (train split = memory, eval split = queries); 0 = no k-NN");
+    v("knn_at_init", self.knn_at_init, "also evaluate the randomly initialised backbone before step 1 (baseline)");
+    v("knn_every", self.knn_every, "optimizer steps between k-NN evaluations during training; 0 = only at the end");
+    v("knn_train_samples", self.knn_train_samples, "training images used as the k-NN memory; 0 = the whole split");
+    v("knn_eval_samples", self.knn_eval_samples, "evaluation images scored; 0 = the whole eval split");
+  }
+};
+
 struct Config {
   ModelConfig model;
   ObjectiveConfig objective;
@@ -235,6 +260,7 @@ struct Config {
   TrainConfig train;
   DistConfig dist;
   LogConfig log;
+  EvalConfig eval;
 
   template <class Self, class V>
   static void visit(Self& self, V& v) {
@@ -246,6 +272,7 @@ struct Config {
     v.section("train", self.train, "devices, batch sizes, checkpoints");
     v.section("dist", self.dist, "multi-process data parallel");
     v.section("log", self.log, "progress logging");
+    v.section("eval", self.eval, "evaluation during and after training");
   }
 };
 
@@ -268,6 +295,10 @@ LoadedConfig load_config_from_string(const std::string& yaml, const std::string&
 // Throws ConfigError for impossible values (heads not dividing width, image not divisible by patch, ...).
 void validate(const Config& config, const ConfigOrigins& origins = {});
 void validate(const ModelConfig& model, const std::string& where, const std::string& prefix = "model.");
+
+// Keys that may stay unset while a config is only inspected (--dry-run, nepa_tool config) but are needed to
+// train: data.root for image_folder. Throws ConfigError naming the key and the file that should set it.
+void validate_for_training(const Config& config, const ConfigOrigins& origins = {});
 
 // The fully merged config as YAML, each key followed by its doc comment; load_config reads it back unchanged.
 std::string to_yaml(const Config& config);

@@ -1,0 +1,130 @@
+// nepa_pretrain: NEPA pretraining from a YAML config. Wiring only; the loop is nepa::train.
+//   nepa_pretrain --config configs/pretrain/vitb.yaml --set data.root=/data/imagenet [--resume auto]
+// Exit codes: 0 done or stopped by a signal (checkpoint written), 2 config error, 3 diverged, 1 other errors.
+#include <CLI/CLI.hpp>
+#include <spdlog/sinks/basic_file_sink.h>
+#include <spdlog/sinks/stdout_color_sinks.h>
+#include <spdlog/spdlog.h>
+#include <torch/torch.h>
+
+#include <filesystem>
+#include <iostream>
+
+#include "nepa/config/config.h"
+#include "nepa/data/dataset.h"
+#include "nepa/data/loader.h"
+#include "nepa/model/vit_nepa.h"
+#include "nepa/train/checkpoint.h"
+#include "nepa/train/pretrain_task.h"
+#include "nepa/train/trainer.h"
+
+namespace fs = std::filesystem;
+using namespace nepa;
+
+namespace {
+
+void setup_logging(const Config& cfg, bool to_file) {
+  std::vector<spdlog::sink_ptr> sinks{std::make_shared<spdlog::sinks::stdout_color_sink_mt>()};
+  if (to_file) {
+    fs::create_directories(cfg.train.output_dir);
+    sinks.push_back(std::make_shared<spdlog::sinks::basic_file_sink_mt>(
+        (fs::path(cfg.train.output_dir) / "train.log").string()));
+  }
+  auto logger = std::make_shared<spdlog::logger>("nepa", sinks.begin(), sinks.end());
+  logger->set_pattern("[%Y-%m-%d %H:%M:%S] %^%l%$ %v");
+  logger->set_level(spdlog::level::from_str(cfg.log.level));
+  spdlog::set_default_logger(logger);
+}
+
+int run(const LoadedConfig& loaded, const std::string& resume, bool dry_run) {
+  const Config& cfg = loaded.config;
+  if (dry_run) {
+    ViTNepaModel model(cfg.model);
+    std::cout << to_yaml(cfg) << "# model: " << count_parameters(*model) << " parameters ("
+              << cfg.model.num_hidden_layers << " blocks, width " << cfg.model.hidden_size << ", "
+              << (cfg.model.image_size / cfg.model.patch_size) * (cfg.model.image_size / cfg.model.patch_size)
+              << " patches + CLS)\n"
+              << "# accumulation: " << cfg.train.total_batch / cfg.train.micro_batch << " micro-batches of "
+              << cfg.train.micro_batch << " per optimizer step\n";
+    return 0;
+  }
+  validate_for_training(cfg, loaded.origins);
+  setup_logging(cfg, true);
+  const int threads = configure_threads(cfg.train.threads);
+  const torch::Device device = parse_device(cfg.train.device);
+  torch::manual_seed(cfg.train.seed);
+
+  auto train_set = make_dataset(cfg.data, cfg.data.split);
+  std::shared_ptr<const Dataset> knn_memory, knn_queries;
+  if (cfg.eval.knn_k > 0) {
+    knn_memory = train_set;
+    knn_queries = make_dataset(cfg.data, cfg.data.eval_split);
+  }
+  spdlog::info("data: {} '{}' {} images ({} workers), device {}, {} threads", cfg.data.dataset, cfg.data.split,
+               train_set->size(), cfg.data.num_workers, device.str(), threads);
+
+  LoaderOptions opts;
+  opts.batch_size = cfg.train.micro_batch;
+  opts.seed = static_cast<uint64_t>(cfg.train.seed);
+  opts.device = device;
+  DataLoader loader(train_set, cfg.data, opts);
+
+  ViTNepaModel model(cfg.model);
+  model->to(device);
+  spdlog::info("model: {} parameters, {} blocks, width {}, {}", count_parameters(*model), cfg.model.num_hidden_layers,
+               cfg.model.hidden_size, cfg.model.is_causal ? "causal" : "bidirectional");
+  NepaPretrainTask task(cfg, model, knn_memory, knn_queries, device);
+
+  save_config(cfg, (fs::path(cfg.train.output_dir) / "config.yaml").string());
+  TrainResult result = train(cfg, task, loader, TrainOptions{resume, to_yaml(cfg)});
+
+  if (result.status == TrainResult::Status::kInterrupted) {
+    spdlog::info("stopped at step {}/{}; continue with --resume auto (checkpoint {})", result.step, result.total_steps,
+                 result.checkpoint);
+    return 0;
+  }
+  spdlog::info("done: {} steps; run directory {}", result.step, cfg.train.output_dir);
+  for (size_t i = 0; i < result.last_eval.size(); ++i) {
+    const auto& [name, value] = result.last_eval[i];
+    if (i < result.first_eval.size())
+      spdlog::info("  {:<14} {:6.2f} at init -> {:6.2f} after pretraining", name, result.first_eval[i].second, value);
+    else
+      spdlog::info("  {:<14} {:6.2f}", name, value);
+  }
+  spdlog::info("  metrics    {}", (fs::path(cfg.train.output_dir) / "metrics.jsonl").string());
+  spdlog::info("  checkpoint {}", result.checkpoint);
+  spdlog::info("  backbone   {}/model.safetensors + config.json (Hugging Face layout)", result.export_dir);
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"nepa_pretrain: Next-Embedding Predictive Autoregression pretraining"};
+  std::string config_path, resume, output_dir;
+  std::vector<std::string> sets;
+  bool dry_run = false;
+  app.add_option("--config", config_path, "experiment YAML (configs/pretrain/*.yaml)")->required();
+  app.add_option("--set", sets, "override a key, e.g. --set data.root=/data/imagenet (repeatable)");
+  app.add_option("--resume", resume, "auto (latest checkpoint of the run directory, if any) or a checkpoint path");
+  app.add_option("--output-dir", output_dir, "run directory (overrides train.output_dir)");
+  app.add_flag("--dry-run", dry_run, "print the effective config and the model size, then exit");
+  CLI11_PARSE(app, argc, argv);
+  if (!output_dir.empty()) sets.push_back("train.output_dir=" + output_dir);
+  spdlog::set_pattern("[%Y-%m-%d %H:%M:%S] %^%l%$ %v");
+  try {
+    return run(load_config(config_path, sets), resume, dry_run);
+  } catch (const ConfigError& e) {
+    std::cerr << e.what() << "\n";
+    return 2;
+  } catch (const TrainingDiverged& e) {
+    spdlog::error("diverged: {}", e.what());
+    return 3;
+  } catch (const c10::Error& e) {
+    spdlog::error("{}", e.what_without_backtrace());
+    return 1;
+  } catch (const std::exception& e) {
+    spdlog::error("{}", e.what());
+    return 1;
+  }
+}

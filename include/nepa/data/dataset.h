@@ -1,0 +1,65 @@
+// Datasets yield decoded uint8 images one index at a time; the loader (loader.h) turns them into batches.
+// Three kinds: ImageFolder (ImageNet layout), Fashion-MNIST (Debian's IDX files, held in memory) and a
+// deterministic synthetic set for tests. All are immutable after construction, so worker threads share them.
+#pragma once
+
+#include <opencv2/core/mat.hpp>
+
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <set>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "nepa/config/config.h"
+
+namespace nepa {
+
+// An image that cannot be used (missing, truncated, not an image). The message names the path.
+class DataError : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
+class Dataset {
+ public:
+  virtual ~Dataset() = default;
+  virtual int64_t size() const = 0;
+  virtual int num_classes() const = 0;  // 0 when unlabelled
+  virtual int64_t label(int64_t index) const = 0;
+  // Decoded image, HxWxC uint8 with C = `channels` (1: grayscale; 3: RGB order, grayscale replicated).
+  // Throws DataError naming the file for an unreadable image.
+  virtual cv::Mat load(int64_t index, int channels) const = 0;
+  // What to name in messages: the file path, or "<dataset>[index]".
+  virtual std::string describe(int64_t index) const = 0;
+
+  // Unreadable samples met by any loader of this dataset (train loop and k-NN loaders share it), so a bad file
+  // is decoded, logged and counted once per run, not once per epoch or per loader. Thread-safe.
+  // Returns true the first time `index` is marked.
+  bool mark_unreadable(int64_t index) const;
+  bool known_unreadable(int64_t index) const;
+  int64_t unreadable_count() const;
+
+ private:
+  mutable std::mutex bad_mutex_;
+  mutable std::set<int64_t> bad_;
+};
+
+// ImageNet layout: <root>/<class>/<image>, class index = position of the folder name in sorted order.
+// Extensions .jpg .jpeg .png .webp .bmp (any case). `file_list` (optional) restricts the set to the listed
+// "<class>/<file>" paths, one per line. Throws DataError if root is missing or holds no class folder.
+std::shared_ptr<Dataset> make_image_folder(const std::string& root, const std::string& file_list = "");
+
+// Fashion-MNIST split "train" | "test"; root empty = kDefaultFashionMnistRoot.
+std::shared_ptr<Dataset> make_fashion_mnist(const std::string& root, const std::string& split);
+
+// `size` images of `image_size`x`image_size` with 10 classes; image i is a function of (i, split) only and its
+// label is i % 10. Class c is an oriented stripe pattern so a model has something learnable.
+std::shared_ptr<Dataset> make_synthetic(int64_t size, int image_size, const std::string& split);
+
+// From the data section: image_folder reads <root>/<split>; fashion_mnist and synthetic as above.
+std::shared_ptr<Dataset> make_dataset(const DataConfig& config, const std::string& split);
+
+}  // namespace nepa

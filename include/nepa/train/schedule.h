@@ -1,0 +1,41 @@
+// Learning-rate schedules, evaluated per optimizer step (not per epoch) as the release does.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+
+#include "nepa/config/config.h"
+
+namespace nepa {
+
+class LrSchedule {
+ public:
+  virtual ~LrSchedule() = default;
+  // The learning rate of parameter group `group` for optimizer step `step` (0-based: the first update uses step 0).
+  virtual double lr(int group, int64_t step) const = 0;
+};
+
+// Linear warmup peak * step / warmup_steps, then a half cosine from `peak` to `min_lr` ending at `total_steps`
+// (transformers' get_cosine_schedule_with_warmup when min_lr = 0). Every group gets the same lr.
+class WarmupCosineSchedule : public LrSchedule {
+ public:
+  WarmupCosineSchedule(double peak, double min_lr, int64_t warmup_steps, int64_t total_steps, bool constant = false);
+  double lr(int group, int64_t step) const override;
+  int64_t warmup_steps() const { return warmup_; }
+
+ private:
+  double peak_, min_lr_;
+  int64_t warmup_, total_;
+  bool constant_;
+};
+
+// lr = base_lr * total_batch / lr_batch_reference.
+double scaled_lr(const OptimConfig& optim, int total_batch);
+
+// Steps of a run: schedule.max_steps, or epochs * steps_per_epoch.
+int64_t total_steps(const ScheduleConfig& schedule, int64_t steps_per_epoch);
+
+// The pretraining schedule from the config: warmup = ceil(warmup_fraction * total_steps).
+std::unique_ptr<LrSchedule> make_schedule(const Config& config, int64_t total_steps);
+
+}  // namespace nepa

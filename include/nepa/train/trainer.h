@@ -1,0 +1,79 @@
+// The one training loop. Pretraining, fine-tuning and segmentation differ only in their TrainTask (model,
+// parameter groups, forward + loss, extras such as an EMA, evaluation, export); the loop owns everything a
+// serious run needs: accumulation, schedule, clipping, autocast, progress lines and metrics.jsonl, atomic
+// checkpoints with exact resume, stop signals, and divergence handling.
+#pragma once
+
+#include <torch/nn/module.h>
+
+#include <cstdint>
+#include <map>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "nepa/config/config.h"
+#include "nepa/data/loader.h"
+#include "nepa/train/optim.h"
+#include "nepa/train/schedule.h"
+
+namespace nepa {
+
+// What one micro-batch produced: the loss to backpropagate and detached scalar metrics to average and log.
+struct StepOutput {
+  torch::Tensor loss;
+  std::vector<std::pair<std::string, torch::Tensor>> metrics;
+};
+
+class TrainTask {
+ public:
+  virtual ~TrainTask() = default;
+  // Everything that is trained or carried (saved in checkpoints as "model.*").
+  virtual torch::nn::Module& module() = 0;
+  virtual std::vector<ParamGroup> param_groups() = 0;
+  // Forward + loss on one micro-batch, in training mode.
+  virtual StepOutput forward(const Batch& batch) = 0;
+  // After every optimizer step (e.g. EMA update).
+  virtual void after_step(int64_t /*step*/) {}
+  // Extra tensors saved with checkpoints and handed back on resume.
+  virtual std::map<std::string, torch::Tensor> extra_state() { return {}; }
+  virtual void load_extra_state(const std::map<std::string, torch::Tensor>& /*extra*/) {}
+  // Evaluation; returned figures are logged and written to metrics.jsonl. Must leave the module in train mode.
+  virtual std::vector<std::pair<std::string, double>> evaluate(int64_t /*step*/) { return {}; }
+  // Writes the deliverable (e.g. an HF-layout model folder) into `dir`.
+  virtual void export_final(const std::string& dir) = 0;
+};
+
+// A non-finite loss. The message names the step and the checkpoint holding the last good state.
+class TrainingDiverged : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
+struct TrainOptions {
+  std::string resume;       // "", "auto", or a checkpoint file / run directory (see resolve_resume)
+  std::string config_yaml;  // effective config, stored in checkpoints
+};
+
+struct TrainResult {
+  enum class Status { kCompleted, kInterrupted } status = Status::kCompleted;
+  int64_t step = 0;
+  int64_t total_steps = 0;
+  std::string checkpoint;  // the last checkpoint written
+  std::string export_dir;  // set when completed
+  std::map<std::string, double> last_metrics;  // the last logged training metrics
+  std::vector<std::pair<std::string, double>> first_eval;  // before step 1 (eval.knn_at_init), fresh runs only
+  std::vector<std::pair<std::string, double>> last_eval;
+  int stop_signal = 0;
+};
+
+// Runs `config` (schedule, optim, train, log sections) on `task` with `loader` (micro-batches of
+// train.micro_batch). The run directory is train.output_dir. Throws TrainingDiverged, DataError, CheckpointError.
+TrainResult train(const Config& config, TrainTask& task, DataLoader& loader, const TrainOptions& options);
+
+// Threads for LibTorch's intra-op pool (train.threads; 0 = the cores this process may use) and the device.
+// Returns the number of threads set.
+int configure_threads(int requested);
+torch::Device parse_device(const std::string& device);
+
+}  // namespace nepa

@@ -1,0 +1,54 @@
+#include "nepa/eval/knn.h"
+
+#include <torch/torch.h>
+
+#include <algorithm>
+
+namespace nepa {
+
+Features extract_features(ViTNepaModel& model, DataLoader& loader, int64_t max_samples) {
+  const bool was_training = model->is_training();
+  model->eval();
+  torch::NoGradGuard no_grad;
+  std::vector<torch::Tensor> mean, last, labels;
+  int64_t n = 0;
+  while (auto batch = loader.next()) {
+    torch::Tensor h = model->forward(batch->images).last_hidden_state.to(torch::kFloat32);
+    int64_t take = batch->images.size(0);
+    if (max_samples > 0) take = std::min(take, max_samples - n);
+    mean.push_back(h.narrow(1, 1, h.size(1) - 1).mean(1).narrow(0, 0, take).cpu());
+    last.push_back(h.select(1, h.size(1) - 1).narrow(0, 0, take).cpu());
+    labels.push_back(batch->labels.narrow(0, 0, take).cpu());
+    n += take;
+    if (max_samples > 0 && n >= max_samples) break;
+  }
+  if (was_training) model->train();
+  if (n == 0) throw std::runtime_error("k-NN: the loader yielded no images");
+  return {torch::cat(mean), torch::cat(last), torch::cat(labels)};
+}
+
+double knn_top1(const torch::Tensor& memory, const torch::Tensor& memory_labels, const torch::Tensor& queries,
+                const torch::Tensor& query_labels, int k, int num_classes) {
+  TORCH_CHECK(memory.size(0) == memory_labels.size(0) && queries.size(0) == query_labels.size(0),
+              "knn_top1: features and labels disagree in length");
+  TORCH_CHECK(k >= 1 && k <= memory.size(0), "knn_top1: k = ", k, " with ", memory.size(0), " memory images");
+  torch::NoGradGuard no_grad;
+  torch::Tensor mem = torch::nn::functional::normalize(memory.to(torch::kFloat32),
+                                                       torch::nn::functional::NormalizeFuncOptions().dim(1));
+  torch::Tensor q = torch::nn::functional::normalize(queries.to(torch::kFloat32),
+                                                     torch::nn::functional::NormalizeFuncOptions().dim(1));
+  int64_t correct = 0;
+  const int64_t chunk = 512;
+  for (int64_t i = 0; i < q.size(0); i += chunk) {
+    torch::Tensor qc = q.narrow(0, i, std::min(chunk, q.size(0) - i));
+    auto [sim, idx] = qc.matmul(mem.t()).topk(k, 1);
+    torch::Tensor neighbour_labels = memory_labels.index_select(0, idx.reshape(-1)).view(idx.sizes());
+    // One vote per neighbour; the summed similarity (< k <= 1 vote apart after scaling) only breaks ties.
+    torch::Tensor votes = torch::zeros({qc.size(0), num_classes}, torch::kFloat64);
+    votes.scatter_add_(1, neighbour_labels, torch::ones_like(sim, torch::kFloat64) + sim.to(torch::kFloat64) / (2.0 * k + 2.0));
+    correct += votes.argmax(1).eq(query_labels.narrow(0, i, qc.size(0))).sum().item<int64_t>();
+  }
+  return static_cast<double>(correct) / static_cast<double>(q.size(0));
+}
+
+}  // namespace nepa

@@ -1,0 +1,241 @@
+#include "nepa/train/checkpoint.h"
+
+#include <ATen/Context.h>
+#include <fmt/format.h>
+#include <torch/cuda.h>
+#include <torch/optim/adamw.h>
+
+#include <algorithm>
+#include <filesystem>
+#include <fstream>
+#include <regex>
+
+#include "nepa/io/atomic_file.h"
+#include "nepa/io/hf_checkpoint.h"
+#include "nepa/io/safetensors.h"
+
+namespace nepa {
+namespace fs = std::filesystem;
+
+namespace {
+
+constexpr const char* kKind = "nepa-train-checkpoint-v1";
+
+// "decay:a,b,c;no_decay:d,e" — checked on load so a checkpoint never feeds moments to the wrong parameter.
+std::string group_layout(const std::vector<ParamGroup>& groups) {
+  std::string out;
+  for (const auto& g : groups) {
+    out += (out.empty() ? "" : ";") + g.name + ":";
+    for (size_t i = 0; i < g.param_names.size(); ++i) out += (i ? "," : "") + g.param_names[i];
+  }
+  return out;
+}
+
+std::string optim_key(size_t group, size_t index, const char* what) {
+  return fmt::format("optim.{}.{}.{}", group, index, what);
+}
+
+int64_t meta_int(const std::map<std::string, std::string>& meta, const std::string& key, const std::string& path) {
+  auto it = meta.find(key);
+  if (it == meta.end()) throw CheckpointError(path + ": not a NEPA training checkpoint (no " + key + ")");
+  return std::stoll(it->second);
+}
+
+CheckpointContent info_from_metadata(const std::map<std::string, std::string>& meta, const std::string& path) {
+  auto kind = meta.find("nepa.kind");
+  if (kind == meta.end() || kind->second != kKind)
+    throw CheckpointError(path + ": not a NEPA training checkpoint (metadata nepa.kind is not " + kKind + ")");
+  CheckpointContent c;
+  c.state.step = meta_int(meta, "nepa.step", path);
+  c.state.epoch = meta_int(meta, "nepa.epoch", path);
+  c.state.batch = meta_int(meta, "nepa.batch", path);
+  c.state.samples_seen = meta_int(meta, "nepa.samples_seen", path);
+  auto cfg = meta.find("nepa.config");
+  if (cfg != meta.end()) c.config_yaml = cfg->second;
+  return c;
+}
+
+std::vector<std::pair<std::string, at::Generator>> generators() {
+  std::vector<std::pair<std::string, at::Generator>> gens = {{"rng.cpu", at::globalContext().defaultGenerator(at::kCPU)}};
+  if (torch::cuda::is_available())
+    for (int64_t i = 0; i < static_cast<int64_t>(torch::cuda::device_count()); ++i)
+      gens.emplace_back(fmt::format("rng.cuda.{}", i),
+                        at::globalContext().defaultGenerator(c10::Device(c10::kCUDA, static_cast<c10::DeviceIndex>(i))));
+  return gens;
+}
+
+}  // namespace
+
+void save_checkpoint(const std::string& path, const torch::nn::Module& model, torch::optim::Optimizer& optimizer,
+                     const std::vector<ParamGroup>& groups, const TrainState& state, const std::string& config_yaml,
+                     const std::map<std::string, torch::Tensor>& extra) {
+  std::map<std::string, torch::Tensor> tensors = state_dict(model, "model.");
+  auto& torch_groups = optimizer.param_groups();
+  if (torch_groups.size() != groups.size())
+    throw CheckpointError(fmt::format("{}: optimizer has {} groups, {} described", path, torch_groups.size(), groups.size()));
+  for (size_t g = 0; g < torch_groups.size(); ++g) {
+    const auto& params = torch_groups[g].params();
+    for (size_t i = 0; i < params.size(); ++i) {
+      auto it = optimizer.state().find(params[i].unsafeGetTensorImpl());
+      if (it == optimizer.state().end()) continue;  // never stepped
+      auto* adamw = dynamic_cast<torch::optim::AdamWParamState*>(it->second.get());
+      if (!adamw) throw CheckpointError(path + ": only AdamW optimizer state can be saved");
+      tensors[optim_key(g, i, "exp_avg")] = adamw->exp_avg();
+      tensors[optim_key(g, i, "exp_avg_sq")] = adamw->exp_avg_sq();
+      tensors[optim_key(g, i, "step")] = torch::full({1}, adamw->step(), torch::kInt64);
+    }
+  }
+  for (const auto& [name, t] : extra) tensors["extra." + name] = t;
+  for (auto& [name, gen] : generators()) {
+    std::lock_guard<std::mutex> lock(gen.mutex());
+    tensors[name] = gen.get_state();
+  }
+  std::map<std::string, std::string> meta = {
+      {"format", "pt"},
+      {"nepa.kind", kKind},
+      {"nepa.step", std::to_string(state.step)},
+      {"nepa.epoch", std::to_string(state.epoch)},
+      {"nepa.batch", std::to_string(state.batch)},
+      {"nepa.samples_seen", std::to_string(state.samples_seen)},
+      {"nepa.optim_layout", group_layout(groups)},
+      {"nepa.config", config_yaml},
+  };
+  save_safetensors(path, tensors, meta);
+}
+
+CheckpointContent read_checkpoint_info(const std::string& path) {
+  try {
+    return info_from_metadata(read_safetensors_header(path).metadata, path);
+  } catch (const SafetensorsError& e) {
+    throw CheckpointError(e.what());
+  }
+}
+
+CheckpointContent load_checkpoint(const std::string& path, torch::nn::Module& model, torch::optim::Optimizer& optimizer,
+                                  const std::vector<ParamGroup>& groups) {
+  std::map<std::string, std::string> meta;
+  std::map<std::string, torch::Tensor> tensors;
+  try {
+    tensors = load_safetensors(path, &meta);
+  } catch (const SafetensorsError& e) {
+    throw CheckpointError(e.what());
+  }
+  CheckpointContent content = info_from_metadata(meta, path);
+
+  // Every check before the first change.
+  std::string layout = meta.count("nepa.optim_layout") ? meta.at("nepa.optim_layout") : "";
+  if (layout != group_layout(groups))
+    throw CheckpointError(path + ": optimizer parameter groups differ from this run's (different model or "
+                          "param-group rules); cannot resume");
+  auto& torch_groups = optimizer.param_groups();
+  std::map<std::string, torch::Tensor> model_tensors;
+  for (const auto& [name, t] : tensors) {
+    if (name.rfind("model.", 0) == 0) model_tensors[name] = t;
+    else if (name.rfind("extra.", 0) == 0) content.extra[name.substr(6)] = t;
+  }
+  for (size_t g = 0; g < torch_groups.size(); ++g) {
+    const auto& params = torch_groups[g].params();
+    for (size_t i = 0; i < params.size(); ++i) {
+      auto m = tensors.find(optim_key(g, i, "exp_avg"));
+      if (m == tensors.end()) continue;
+      for (const char* what : {"exp_avg_sq", "step"})
+        if (!tensors.count(optim_key(g, i, what)))
+          throw CheckpointError(path + ": " + optim_key(g, i, what) + " missing");
+      if (m->second.sizes() != params[i].sizes() || tensors.at(optim_key(g, i, "exp_avg_sq")).sizes() != params[i].sizes())
+        throw CheckpointError(fmt::format("{}: {} has shape {} but parameter {} has {}", path, optim_key(g, i, "exp_avg"),
+                                          c10::str(m->second.sizes()), groups[g].param_names[i], c10::str(params[i].sizes())));
+    }
+  }
+  try {
+    load_state_dict(model, model_tensors, /*strict=*/true, path, "model.");
+  } catch (const std::runtime_error& e) {
+    throw CheckpointError(e.what());
+  }
+
+  optimizer.state().clear();
+  for (size_t g = 0; g < torch_groups.size(); ++g) {
+    const auto& params = torch_groups[g].params();
+    for (size_t i = 0; i < params.size(); ++i) {
+      auto m = tensors.find(optim_key(g, i, "exp_avg"));
+      if (m == tensors.end()) continue;
+      auto st = std::make_unique<torch::optim::AdamWParamState>();
+      st->step(tensors.at(optim_key(g, i, "step")).item<int64_t>());
+      st->exp_avg(m->second.to(params[i].options()).contiguous());
+      st->exp_avg_sq(tensors.at(optim_key(g, i, "exp_avg_sq")).to(params[i].options()).contiguous());
+      optimizer.state()[params[i].unsafeGetTensorImpl()] = std::move(st);
+    }
+  }
+  for (auto& [name, gen] : generators()) {
+    auto it = tensors.find(name);
+    if (it == tensors.end()) continue;  // e.g. a CPU checkpoint resumed on a GPU node: fresh CUDA streams
+    std::lock_guard<std::mutex> lock(gen.mutex());
+    gen.set_state(it->second);
+  }
+  return content;
+}
+
+CheckpointDir::CheckpointDir(std::string dir, int keep_last) : dir_(std::move(dir)), keep_last_(keep_last) {}
+
+std::string CheckpointDir::path_for_step(int64_t step) const {
+  return (fs::path(dir_) / fmt::format("step_{:08d}.safetensors", step)).string();
+}
+
+std::string CheckpointDir::save(const torch::nn::Module& model, torch::optim::Optimizer& optimizer,
+                                const std::vector<ParamGroup>& groups, const TrainState& state,
+                                const std::string& config_yaml, const std::map<std::string, torch::Tensor>& extra) {
+  fs::create_directories(dir_);
+  std::string path = path_for_step(state.step);
+  save_checkpoint(path, model, optimizer, groups, state, config_yaml, extra);
+  write_text_atomic((fs::path(dir_) / "latest").string(), fs::path(path).filename().string() + "\n");
+
+  static const std::regex step_re(R"(step_(\d+)\.safetensors)");
+  std::vector<std::pair<int64_t, fs::path>> steps;
+  for (const auto& e : fs::directory_iterator(dir_)) {
+    std::string name = e.path().filename().string();
+    std::smatch m;
+    if (std::regex_match(name, m, step_re)) steps.emplace_back(std::stoll(m[1]), e.path());
+    else if (name.find(".tmp.") != std::string::npos) fs::remove(e.path());  // left by a killed writer
+  }
+  std::sort(steps.rbegin(), steps.rend());
+  for (size_t i = static_cast<size_t>(keep_last_); i < steps.size(); ++i) fs::remove(steps[i].second);
+  return path;
+}
+
+std::optional<std::string> CheckpointDir::latest() const {
+  fs::path pointer = fs::path(dir_) / "latest";
+  if (fs::exists(pointer)) {
+    std::ifstream in(pointer);
+    std::string name;
+    std::getline(in, name);
+    fs::path p = fs::path(dir_) / name;
+    if (!name.empty() && fs::exists(p)) return p.string();
+  }
+  static const std::regex step_re(R"(step_(\d+)\.safetensors)");
+  std::optional<std::pair<int64_t, std::string>> best;
+  if (!fs::is_directory(dir_)) return std::nullopt;
+  for (const auto& e : fs::directory_iterator(dir_)) {
+    std::string name = e.path().filename().string();
+    std::smatch m;
+    if (std::regex_match(name, m, step_re) && (!best || std::stoll(m[1]) > best->first))
+      best = std::make_pair(std::stoll(m[1]), e.path().string());
+  }
+  if (best) return best->second;
+  return std::nullopt;
+}
+
+std::optional<std::string> resolve_resume(const std::string& resume, const std::string& run_dir) {
+  if (resume.empty()) return std::nullopt;
+  if (resume == "auto") return CheckpointDir((fs::path(run_dir) / "checkpoints").string(), 1).latest();
+  fs::path p(resume);
+  if (fs::is_directory(p)) {
+    for (const fs::path& d : {p / "checkpoints", p}) {
+      auto latest = CheckpointDir(d.string(), 1).latest();
+      if (latest) return latest;
+    }
+    throw CheckpointError("--resume " + resume + ": no checkpoint in that directory");
+  }
+  if (!fs::exists(p)) throw CheckpointError("--resume " + resume + ": no such file");
+  return p.string();
+}
+
+}  // namespace nepa

@@ -1,0 +1,293 @@
+#include "nepa/train/trainer.h"
+
+#include <ATen/autocast_mode.h>
+#include <ATen/Parallel.h>
+#include <fmt/format.h>
+#include <sched.h>
+#include <spdlog/spdlog.h>
+#include <torch/torch.h>
+
+#include <chrono>
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+#include <thread>
+
+#include "nepa/io/atomic_file.h"
+#include "nepa/train/checkpoint.h"
+#include "nepa/train/signals.h"
+
+namespace nepa {
+namespace fs = std::filesystem;
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+double seconds_since(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
+
+// bf16 autocast for the forward pass; the loss is computed in fp32 by the objectives themselves.
+class AutocastScope {
+ public:
+  AutocastScope(bool enabled, c10::DeviceType device) : enabled_(enabled), device_(device) {
+    if (!enabled_) return;
+    at::autocast::set_autocast_enabled(device_, true);
+    at::autocast::set_autocast_dtype(device_, at::kBFloat16);
+    at::autocast::increment_nesting();
+  }
+  ~AutocastScope() {
+    if (!enabled_) return;
+    if (at::autocast::decrement_nesting() == 0) at::autocast::clear_cache();
+    at::autocast::set_autocast_enabled(device_, false);
+  }
+
+ private:
+  bool enabled_;
+  c10::DeviceType device_;
+};
+
+double grad_norm(const std::vector<torch::Tensor>& params) {
+  std::vector<torch::Tensor> norms;
+  for (const auto& p : params)
+    if (p.grad().defined()) norms.push_back(p.grad().detach().norm(2).to(torch::kFloat32));
+  if (norms.empty()) return 0.0;
+  return torch::stack(norms).norm(2).item<double>();
+}
+
+std::string format_duration(double seconds) {
+  auto s = static_cast<int64_t>(std::max(0.0, seconds));
+  if (s >= 3600) return fmt::format("{}h{:02d}m", s / 3600, (s % 3600) / 60);
+  return fmt::format("{}m{:02d}s", s / 60, s % 60);
+}
+
+// metrics.jsonl: one JSON object per line. On resume, lines past the checkpoint's step (written by the run that
+// was interrupted after it) are dropped so the file describes one consistent run.
+class MetricsLog {
+ public:
+  MetricsLog(const fs::path& path, bool enabled, int64_t resume_step) : enabled_(enabled) {
+    if (!enabled_) return;
+    if (resume_step >= 0 && fs::exists(path)) {
+      std::ifstream in(path);
+      std::string line, kept;
+      while (std::getline(in, line)) {
+        auto pos = line.find("\"step\":");
+        if (pos != std::string::npos && std::stoll(line.substr(pos + 7)) > resume_step) continue;
+        kept += line + "\n";
+      }
+      write_text_atomic(path.string(), kept);
+    } else if (resume_step < 0) {
+      std::ofstream(path, std::ios::trunc);
+    }
+    out_.open(path, std::ios::app);
+  }
+  void write(const std::string& kind, int64_t step, const std::vector<std::pair<std::string, double>>& values) {
+    if (!enabled_) return;
+    std::string line = fmt::format("{{\"kind\":\"{}\",\"step\":{}", kind, step);
+    for (const auto& [k, v] : values)
+      line += std::isfinite(v) ? fmt::format(",\"{}\":{:.8g}", k, v) : fmt::format(",\"{}\":null", k);
+    out_ << line << "}\n";
+    out_.flush();
+  }
+
+ private:
+  bool enabled_;
+  std::ofstream out_;
+};
+
+}  // namespace
+
+int configure_threads(int requested) {
+  int n = requested;
+  if (n <= 0) {
+    // The cores this process may run on (cgroup/taskset aware), not the machine's.
+    cpu_set_t set;
+    n = sched_getaffinity(0, sizeof(set), &set) == 0 ? CPU_COUNT(&set) : static_cast<int>(std::thread::hardware_concurrency());
+    n = std::max(n, 1);
+  }
+  torch::set_num_threads(n);
+  return n;
+}
+
+torch::Device parse_device(const std::string& device) {
+  torch::Device d(device);
+  if (d.is_cuda() && !torch::cuda::is_available())
+    throw std::runtime_error("train.device is " + device + " but no CUDA device is available");
+  return d;
+}
+
+TrainResult train(const Config& cfg, TrainTask& task, DataLoader& loader, const TrainOptions& options) {
+  const fs::path run_dir = cfg.train.output_dir;
+  fs::create_directories(run_dir);
+  const int world_size = 1;
+  const int64_t accum = cfg.train.total_batch / (cfg.train.micro_batch * world_size);
+  const int64_t micro_per_epoch = loader.batches_per_epoch() / accum * accum;
+  const int64_t steps_per_epoch = micro_per_epoch / accum;
+  if (steps_per_epoch == 0)
+    throw std::runtime_error(fmt::format("data: {} training images are fewer than one batch of train.total_batch = {}",
+                                         loader.dataset().size(), cfg.train.total_batch));
+  const int64_t steps = total_steps(cfg.schedule, steps_per_epoch);
+  auto schedule = make_schedule(cfg, steps);
+
+  // ---- model, optimizer, resume -----------------------------------------------------------------------------
+  std::vector<ParamGroup> groups = task.param_groups();
+  auto optimizer = make_adamw(groups, cfg.optim);
+  std::vector<torch::Tensor> all_params;
+  for (const auto& g : groups) all_params.insert(all_params.end(), g.params.begin(), g.params.end());
+  spdlog::info("parameter groups:\n{}", describe_groups(groups));
+
+  CheckpointDir checkpoints((run_dir / "checkpoints").string(), cfg.train.keep_last);
+  TrainState state;
+  TrainResult result;
+  result.total_steps = steps;
+  if (auto path = resolve_resume(options.resume, run_dir.string())) {
+    CheckpointContent content = load_checkpoint(*path, task.module(), *optimizer, groups);
+    task.load_extra_state(content.extra);
+    state = content.state;
+    result.checkpoint = *path;
+    spdlog::info("resumed from {}: step {}, epoch {}, batch {}", *path, state.step, state.epoch, state.batch);
+  } else if (options.resume.empty() && checkpoints.latest()) {
+    // A fresh run here would interleave its checkpoints with the old run's and prune the wrong ones.
+    throw CheckpointError("run directory " + run_dir.string() + " already holds checkpoints (latest " +
+                          *checkpoints.latest() + "): pass --resume auto to continue that run, or choose another "
+                          "--output-dir");
+  }
+  const bool resumed = state.step > 0 || !result.checkpoint.empty();
+  MetricsLog metrics(run_dir / "metrics.jsonl", cfg.log.jsonl, resumed ? state.step : -1);
+
+  const bool autocast = cfg.train.precision == "bf16";
+  const c10::DeviceType device_type = torch::Device(cfg.train.device).type();
+  spdlog::info("training: {} steps ({} per epoch, {} micro-batches of {} x accumulation {}), lr {:.3g} peak, {} warmup",
+               steps, steps_per_epoch, micro_per_epoch, cfg.train.micro_batch, accum,
+               scaled_lr(cfg.optim, cfg.train.total_batch),
+               static_cast<int64_t>(std::ceil(cfg.schedule.warmup_fraction * steps)));
+
+  auto save = [&]() {
+    result.checkpoint = checkpoints.save(task.module(), *optimizer, groups, state, options.config_yaml,
+                                         task.extra_state());
+    spdlog::info("checkpoint: {}", result.checkpoint);
+  };
+  auto evaluate = [&]() {
+    auto figures = task.evaluate(state.step);
+    if (figures.empty()) return;
+    std::string line;
+    for (const auto& [k, v] : figures) line += fmt::format(" {} {:.4f}", k, v);
+    spdlog::info("eval step {}:{}", state.step, line);
+    metrics.write("eval", state.step, figures);
+    result.last_eval = figures;
+  };
+
+  if (!resumed && cfg.eval.knn_at_init) {
+    evaluate();
+    result.first_eval = result.last_eval;
+  }
+  install_stop_handlers();
+  task.module().train();
+  loader.start(state.epoch, state.batch);
+
+  // ---- the loop -----------------------------------------------------------------------------------------------
+  auto interval_start = Clock::now();
+  double interval_data_wait = 0.0;
+  int64_t interval_images = 0, interval_steps = 0;
+  while (state.step < steps) {
+    const TrainState before = state;
+    // Summed on the device; read back once per step (a host sync per step is cheap next to a NEPA step).
+    std::vector<std::pair<std::string, torch::Tensor>> sums;
+    torch::Tensor loss_sum;
+    for (int64_t micro = 0; micro < accum; ++micro) {
+      auto wait_start = Clock::now();
+      if (state.batch >= micro_per_epoch) {
+        ++state.epoch;
+        state.batch = 0;
+        loader.start(state.epoch, 0);
+      }
+      std::optional<Batch> batch = loader.next();
+      if (!batch) throw std::logic_error("data loader ended its epoch early");
+      interval_data_wait += seconds_since(wait_start);
+      ++state.batch;
+
+      StepOutput out;
+      {
+        AutocastScope scope(autocast, device_type);
+        out = task.forward(*batch);
+      }
+      (out.loss / static_cast<double>(accum)).backward();
+      torch::Tensor l = out.loss.detach();
+      loss_sum = loss_sum.defined() ? loss_sum + l : l;
+      if (sums.empty())
+        for (const auto& m : out.metrics) sums.emplace_back(m.first, m.second.detach().to(torch::kFloat64));
+      else
+        for (size_t i = 0; i < out.metrics.size() && i < sums.size(); ++i) sums[i].second += out.metrics[i].second;
+      interval_images += batch->images.size(0);
+    }
+    const double loss = loss_sum.item<double>() / static_cast<double>(accum);
+    if (!std::isfinite(loss)) {
+      // Parameters and moments are still those of the last good step: save them, then stop.
+      optimizer->zero_grad();
+      state = before;
+      save();
+      throw TrainingDiverged(fmt::format("loss is {} at step {} (epoch {}); the last good state (step {}) is saved "
+                                         "in {}", loss, state.step + 1, state.epoch, state.step, result.checkpoint));
+    }
+
+    const bool log_now = (state.step + 1) % cfg.log.log_every == 0 || state.step + 1 == steps;
+    double gnorm = std::nan("");
+    if (cfg.optim.grad_clip > 0) gnorm = torch::nn::utils::clip_grad_norm_(all_params, cfg.optim.grad_clip);
+    else if (log_now) gnorm = grad_norm(all_params);
+    const double lr = schedule->lr(0, state.step);
+    auto& torch_groups = optimizer->param_groups();
+    for (size_t g = 0; g < torch_groups.size(); ++g)
+      static_cast<torch::optim::AdamWOptions&>(torch_groups[g].options())
+          .lr(schedule->lr(static_cast<int>(g), state.step) * groups[g].lr_scale);
+    optimizer->step();
+    optimizer->zero_grad();
+    ++state.step;
+    state.samples_seen += cfg.train.total_batch;
+    ++interval_steps;
+    task.after_step(state.step);
+
+    if (log_now) {
+      double secs = seconds_since(interval_start);
+      double img_s = interval_images / secs;
+      double eta = (steps - state.step) * secs / static_cast<double>(interval_steps);
+      std::vector<std::pair<std::string, double>> values = {{"epoch", static_cast<double>(state.epoch)},
+                                                             {"loss", loss}};
+      for (const auto& [k, v] : sums) values.emplace_back(k, v.item<double>() / static_cast<double>(accum));
+      values.insert(values.end(), {{"lr", lr}, {"grad_norm", gnorm}, {"img_per_s", img_s},
+                                   {"data_wait", interval_data_wait / secs}});
+      std::string extras;
+      for (size_t i = 2; i < 2 + sums.size(); ++i) extras += fmt::format(" {} {:.4f}", values[i].first, values[i].second);
+      spdlog::info("step {}/{} ep {} loss {:.4f}{} lr {:.3e} gnorm {:.3f} {:.0f} img/s data {:.0f}% ETA {}",
+                   state.step, steps, state.epoch, loss, extras, lr, gnorm, img_s,
+                   100.0 * interval_data_wait / secs, format_duration(eta));
+      metrics.write("train", state.step, values);
+      result.last_metrics.clear();
+      for (const auto& v : values) result.last_metrics[v.first] = v.second;
+      interval_start = Clock::now();
+      interval_data_wait = 0.0;
+      interval_images = interval_steps = 0;
+    }
+
+    if (int sig = stop_requested()) {
+      spdlog::warn("{} received: stopping after step {}", signal_name(sig), state.step);
+      save();
+      clear_stop_request();
+      result.status = TrainResult::Status::kInterrupted;
+      result.stop_signal = sig;
+      result.step = state.step;
+      return result;
+    }
+    if (cfg.eval.knn_every > 0 && state.step % cfg.eval.knn_every == 0 && state.step < steps) evaluate();
+    if (state.step % cfg.train.checkpoint_every == 0 && state.step < steps) save();
+  }
+
+  // ---- the end ------------------------------------------------------------------------------------------------
+  if (result.checkpoint != checkpoints.path_for_step(state.step)) save();
+  evaluate();
+  result.export_dir = (run_dir / "final").string();
+  task.export_final(result.export_dir);
+  spdlog::info("exported {}", result.export_dir);
+  result.step = state.step;
+  return result;
+}
+
+}  // namespace nepa

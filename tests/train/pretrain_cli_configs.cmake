@@ -1,0 +1,30 @@
+execute_process(COMMAND ${EXE} --config ${SRC}/configs/pretrain/vitb.yaml --dry-run
+                RESULT_VARIABLE rc OUTPUT_VARIABLE out ERROR_VARIABLE err)
+if(NOT rc EQUAL 0)
+  message(FATAL_ERROR "--dry-run failed (${rc}): ${err}")
+endif()
+string(FIND "${out}" "# model: 85527552 parameters" pos)
+if(pos EQUAL -1)
+  message(FATAL_ERROR "vitb.yaml --dry-run does not report 85527552 parameters:\n${out}")
+endif()
+string(FIND "${out}" "# accumulation: 16 micro-batches of 256" pos)
+if(pos EQUAL -1)
+  message(FATAL_ERROR "vitb.yaml --dry-run does not report the accumulation:\n${out}")
+endif()
+
+execute_process(COMMAND ${EXE} --config ${SRC}/configs/pretrain/vitl.yaml --dry-run
+                RESULT_VARIABLE rc OUTPUT_VARIABLE out ERROR_VARIABLE err)
+string(FIND "${out}" "# model: 302967808 parameters" pos)
+if(NOT rc EQUAL 0 OR pos EQUAL -1)
+  message(FATAL_ERROR "vitl.yaml --dry-run (${rc}) does not report 302967808 parameters:\n${out}${err}")
+endif()
+
+execute_process(COMMAND ${EXE} --config ${SRC}/configs/pretrain/vitb.yaml --output-dir ${CMAKE_CURRENT_BINARY_DIR}/unused
+                RESULT_VARIABLE rc OUTPUT_VARIABLE out ERROR_VARIABLE err)
+set(expected "config error: ${SRC}/configs/pretrain/vitb.yaml: data.root: required for dataset image_folder")
+string(FIND "${err}" "${expected}" pos)
+string(REGEX MATCHALL "\n" lines "${err}")
+list(LENGTH lines nlines)
+if(NOT rc EQUAL 2 OR pos EQUAL -1 OR NOT nlines EQUAL 1)
+  message(FATAL_ERROR "expected exit 2 and one line '${expected}...', got ${rc}: ${err}")
+endif()

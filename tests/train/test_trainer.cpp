@@ -1,0 +1,151 @@
+#include <gtest/gtest.h>
+
+#include <csignal>
+#include <filesystem>
+#include <fstream>
+
+#include "nepa/io/atomic_file.h"
+#include "nepa/io/safetensors.h"
+#include "nepa/train/checkpoint.h"
+#include "nepa/train/signals.h"
+#include "train_test_util.h"
+
+namespace nepa {
+namespace {
+namespace fs = std::filesystem;
+using test::make_tiny_run;
+using test::tiny_train_config;
+
+std::vector<double> metric_column(const fs::path& jsonl, const std::string& key) {
+  std::vector<double> out;
+  std::ifstream in(jsonl);
+  std::string line;
+  while (std::getline(in, line)) {
+    auto pos = line.find("\"" + key + "\":");
+    if (line.find("\"kind\":\"train\"") != std::string::npos && pos != std::string::npos)
+      out.push_back(std::stod(line.substr(pos + key.size() + 3)));
+  }
+  return out;
+}
+
+TEST(Trainer, TinyRunLowersTheLossAndExportsTheBackbone) {
+  test::TempDir dir;
+  Config c = tiny_train_config(dir.file("run"));
+  c.train.total_batch = c.train.micro_batch = 32;
+  c.data.synthetic_size = 256;
+  c.optim.base_lr = 0.02;  // peak 2.5e-3
+  c.schedule.max_steps = 40;
+  c.schedule.warmup_fraction = 0.1;
+  c.log.log_every = 5;
+  auto run = make_tiny_run(c);
+  TrainResult r = train(c, *run.task, *run.loader, {});
+  EXPECT_EQ(r.status, TrainResult::Status::kCompleted);
+  EXPECT_EQ(r.step, 40);
+  auto losses = metric_column(dir.path() / "run" / "metrics.jsonl", "loss");
+  ASSERT_EQ(losses.size(), 8u);
+  EXPECT_LT(losses.back(), losses.front() - 0.05) << "loss did not decrease";
+  EXPECT_TRUE(fs::exists(dir.path() / "run" / "final" / "model.safetensors"));
+  EXPECT_TRUE(fs::exists(dir.path() / "run" / "final" / "config.json"));
+  EXPECT_EQ(fs::path(r.checkpoint).filename(), "step_00000040.safetensors");
+  // Every progress line carries the documented fields.
+  std::ifstream in(dir.path() / "run" / "metrics.jsonl");
+  std::string first;
+  std::getline(in, first);
+  for (const char* key : {"\"step\":5", "\"epoch\":", "\"loss\":", "\"cos\":", "\"pred_std\":", "\"lr\":",
+                          "\"grad_norm\":", "\"img_per_s\":", "\"data_wait\":"})
+    EXPECT_NE(first.find(key), std::string::npos) << key << " missing in " << first;
+}
+
+// Accumulating 2 micro-batches of 4 must equal one batch of 8 over the same samples.
+TEST(Trainer, GradientAccumulationEqualsOneBigBatch) {
+  test::TempDir dir;
+  Config big = tiny_train_config(dir.file("big"));
+  big.model.drop_path_prob = 0.0;         // the two runs draw random numbers in different amounts
+  big.model.pos_embed_rescale.reset();
+  big.schedule.max_steps = 4;
+  Config small = big;
+  small.train.output_dir = dir.file("small");
+  small.train.micro_batch = 4;
+  auto a = make_tiny_run(big, 7);
+  auto b = make_tiny_run(small, 7);
+  train(big, *a.task, *a.loader, {});
+  train(small, *b.task, *b.loader, {});
+  EXPECT_EQ(a.task->forwards, 4);
+  EXPECT_EQ(b.task->forwards, 8);
+  auto pa = a.task->model()->named_parameters();
+  auto pb = b.task->model()->named_parameters();
+  for (const auto& p : pa) EXPECT_LT(test::max_abs_diff(p.value(), pb[p.key()]), 2e-6) << p.key();
+  // Mean of the two micro-batch losses equals the big batch's loss at every step.
+  for (int s = 0; s < 4; ++s)
+    EXPECT_NEAR((b.task->losses[2 * s] + b.task->losses[2 * s + 1]) / 2, a.task->losses[s], 1e-6) << "step " << s;
+}
+
+// Stopped by SIGTERM after step 3, resumed in a new process state: the per-step losses equal an uninterrupted
+// run's exactly (same seed, CPU).
+TEST(Trainer, SigtermCheckpointsAndResumeReproducesLossesExactly) {
+  test::TempDir dir;
+  Config c = tiny_train_config(dir.file("ref"));
+  c.schedule.max_steps = 12;  // crosses epochs: 64 images / 8 = 8 steps per epoch
+  auto ref = make_tiny_run(c);
+  train(c, *ref.task, *ref.loader, {});
+  ASSERT_EQ(ref.task->losses.size(), 12u);
+
+  Config ci = c;
+  ci.train.output_dir = dir.file("interrupted");
+  auto first = make_tiny_run(ci);
+  first.task->signal_after_step = 3;
+  TrainResult r1 = train(ci, *first.task, *first.loader, {});
+  EXPECT_EQ(r1.status, TrainResult::Status::kInterrupted);
+  EXPECT_EQ(r1.stop_signal, SIGTERM);
+  EXPECT_EQ(r1.step, 3);
+  ASSERT_TRUE(fs::exists(r1.checkpoint));
+  EXPECT_EQ(read_checkpoint_info(r1.checkpoint).state.step, 3);
+  EXPECT_FALSE(fs::exists(fs::path(ci.train.output_dir) / "final"));
+
+  torch::manual_seed(999);  // whatever the generator holds now must not matter
+  auto second = make_tiny_run(ci, /*init_seed=*/123);
+  TrainResult r2 = train(ci, *second.task, *second.loader, {"auto", ""});
+  EXPECT_EQ(r2.status, TrainResult::Status::kCompleted);
+  std::vector<double> resumed = first.task->losses;
+  resumed.insert(resumed.end(), second.task->losses.begin(), second.task->losses.end());
+  ASSERT_EQ(resumed.size(), 12u);
+  for (size_t i = 0; i < 12; ++i) EXPECT_EQ(resumed[i], ref.task->losses[i]) << "step " << i + 1;
+  auto pa = ref.task->model()->named_parameters();
+  for (const auto& p : second.task->model()->named_parameters())
+    EXPECT_EQ(test::max_abs_diff(p.value(), pa[p.key()]), 0.0) << p.key();
+  // metrics.jsonl describes one run: steps 1..12 once each.
+  auto steps = metric_column(fs::path(ci.train.output_dir) / "metrics.jsonl", "step");
+  ASSERT_EQ(steps.size(), 12u);
+  for (size_t i = 0; i < 12; ++i) EXPECT_EQ(steps[i], static_cast<double>(i + 1));
+}
+
+TEST(Trainer, NonFiniteLossStopsAfterSavingTheLastGoodState) {
+  test::TempDir dir;
+  Config c = tiny_train_config(dir.file("run"));
+  auto run = make_tiny_run(c);
+  run.task->nan_at_forward = 3;
+  std::string msg = test::error_of<TrainingDiverged>([&] { train(c, *run.task, *run.loader, {}); });
+  EXPECT_NE(msg.find("at step 3"), std::string::npos) << msg;
+  std::string ckpt = (fs::path(c.train.output_dir) / "checkpoints" / "step_00000002.safetensors").string();
+  EXPECT_NE(msg.find(ckpt), std::string::npos) << msg;
+  CheckpointContent info = read_checkpoint_info(ckpt);
+  EXPECT_EQ(info.state.step, 2);
+  EXPECT_EQ(info.state.batch, 2);  // resuming replays the batch of the failed step
+  // The saved weights are finite: the bad step never reached the optimizer.
+  auto tensors = load_safetensors(ckpt);
+  for (const auto& [name, t] : tensors)
+    if (t.is_floating_point()) {
+      EXPECT_TRUE(torch::isfinite(t).all().item<bool>()) << name;
+    }
+}
+
+TEST(Trainer, ResumeRejectsAMissingCheckpoint) {
+  test::TempDir dir;
+  Config c = tiny_train_config(dir.file("run"));
+  auto run = make_tiny_run(c);
+  std::string msg = test::error_of<CheckpointError>([&] { train(c, *run.task, *run.loader, {dir.file("nope.safetensors"), ""}); });
+  EXPECT_NE(msg.find("nope.safetensors"), std::string::npos) << msg;
+}
+
+}  // namespace
+}  // namespace nepa

@@ -1,0 +1,82 @@
+// A tiny synthetic training setup shared by the training-loop tests.
+#pragma once
+
+#include <torch/torch.h>
+
+#include <csignal>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "nepa/data/loader.h"
+#include "nepa/train/pretrain_task.h"
+#include "nepa/train/trainer.h"
+#include "test_util.h"
+
+namespace nepa::test {
+
+// 16x16 synthetic images, the tiny 2-block model, 8 images per step, logs every step, no k-NN.
+inline Config tiny_train_config(const std::string& output_dir) {
+  Config c;
+  c.model = tiny_model_config();
+  c.model.drop_path_prob = 0.1;  // randomness in the step: resume must restore the generator
+  c.data.dataset = "synthetic";
+  c.data.image_size = 16;
+  c.data.synthetic_size = 64;
+  c.data.crop_scale = {0.5, 1.0};
+  c.data.num_workers = 2;
+  c.optim.base_lr = 2e-3;
+  c.optim.weight_decay = 0.05;
+  c.schedule.max_steps = 6;
+  c.schedule.warmup_fraction = 0.2;
+  c.train.total_batch = 8;
+  c.train.micro_batch = 8;
+  c.train.threads = 1;
+  c.train.output_dir = output_dir;
+  c.train.checkpoint_every = 1000;
+  c.train.keep_last = 2;
+  c.log.log_every = 1;
+  c.eval.knn_k = 0;
+  validate(c);
+  return c;
+}
+
+// The NEPA task with hooks: records every micro-batch loss, can corrupt a step's loss or raise a signal.
+class RecordingTask : public NepaPretrainTask {
+ public:
+  RecordingTask(const Config& c, ViTNepaModel m) : NepaPretrainTask(c, std::move(m), nullptr, nullptr, torch::kCPU) {}
+  StepOutput forward(const Batch& batch) override {
+    StepOutput out = NepaPretrainTask::forward(batch);
+    ++forwards;
+    if (nan_at_forward == forwards) out.loss = out.loss * std::nan("");
+    losses.push_back(out.loss.item<double>());
+    return out;
+  }
+  void after_step(int64_t step) override {
+    if (signal_after_step == step) std::raise(signal_to_raise);
+  }
+  std::vector<double> losses;
+  int64_t forwards = 0, nan_at_forward = -1, signal_after_step = -1;
+  int signal_to_raise = SIGTERM;
+};
+
+struct TinyRun {
+  std::shared_ptr<const Dataset> data;
+  std::unique_ptr<DataLoader> loader;
+  std::unique_ptr<RecordingTask> task;
+};
+
+inline TinyRun make_tiny_run(const Config& c, int64_t init_seed = 0) {
+  TinyRun r;
+  torch::manual_seed(init_seed);
+  r.data = make_dataset(c.data, c.data.split);
+  LoaderOptions o;
+  o.batch_size = c.train.micro_batch;
+  o.seed = static_cast<uint64_t>(c.train.seed);
+  r.loader = std::make_unique<DataLoader>(r.data, c.data, o);
+  r.task = std::make_unique<RecordingTask>(c, ViTNepaModel(c.model));
+  return r;
+}
+
+}  // namespace nepa::test
