@@ -1,19 +1,41 @@
 // bench_pretrain_step: one full NEPA pretraining step (forward, loss, backward, AdamW) in C++ against the same
-// model in PyTorch eager (bench/pretrain_step.py, same weights, same threads), plus the machine's fp32 GEMM
-// peak measured in the same run, so that MFU and the ratio come from one sitting.
-//   build/bench/bench_pretrain_step [--threads N] [--steps N] [--warmup N] [--only tiny|vits] [--python PATH]
+// model in PyTorch eager (bench/pretrain_step.py on the weights this program writes, same threads, same batch),
+// with the machine's fp32 GEMM peak measured in the same run, so that the ratio and the MFU come from one sitting.
+//   bench_pretrain_step [--threads N] [--steps N] [--warmup N] [--only tiny|vits] [--python PATH]
+//                       [--no-eager] [--no-check] [--profile] [--malloc-tune] [--seed S]
+//
+// The two sides alternate step by step (the Python process stays up and steps on request), so background load
+// that comes and goes lands on both of them instead of on whichever happened to run second.
+//
+// FLOP convention (the usual MFU one): matmul FLOPs only, 2 per multiply-add: patch-embedding conv, q/k/v,
+// QK^T and PV over the FULL T x T (the causal half that the flash kernel skips is still counted), output
+// projection, MLP; backward = 2x forward (also for the patch embedding, whose input gradient is not actually
+// computed); LayerNorm, GELU, RoPE, softmax, loss and AdamW count as zero. MFU = achieved FLOP/s / measured fp32
+// GEMM peak, the peak being the best of LibTorch's and PyTorch's measurements over kGemmShapes.
+#include <ATen/ops/_fused_adamw.h>
 #include <CLI/CLI.hpp>
 #include <fmt/format.h>
+#include <malloc.h>
+#include <spawn.h>
+#include <sys/resource.h>
+#include <sys/wait.h>
+#include <torch/csrc/autograd/profiler_kineto.h>
 #include <torch/torch.h>
+#include <unistd.h>
+#include <yaml-cpp/yaml.h>
 
 #include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <cstdio>
+#include <cstdlib>
+#include <cstring>
 #include <filesystem>
+#include <limits>
+#include <map>
 #include <memory>
+#include <optional>
 #include <thread>
-
-#include <unistd.h>
 
 #include "nepa/config/config.h"
 #include "nepa/io/hf_checkpoint.h"
@@ -21,140 +43,513 @@
 #include "nepa/objective/nepa_loss.h"
 #include "nepa/train/optim.h"
 
+extern char** environ;
+
 using namespace nepa;
 namespace fs = std::filesystem;
 using Clock = std::chrono::steady_clock;
 
 namespace {
 
+// Same list as GEMM_SHAPES in pretrain_step.py.
+constexpr int64_t kGemmShapes[][3] = {{2048, 2048, 2048}, {32 * 197, 384, 1536}, {32 * 197, 1536, 384}};
+constexpr double kLr = 1e-4, kWeightDecay = 0.05;
+// glibc serves blocks above the (at most 32 MiB) mmap threshold with a fresh mmap and returns them on free, so
+// every large activation is page-faulted and zeroed by the kernel again on every step. No mmap and no trimming
+// keeps those pages in the process. The same setting for the Python child goes through its environment.
+constexpr const char* kMallocTunables = "glibc.malloc.mmap_max=0:glibc.malloc.trim_threshold=68719476736";
+
 double secs(Clock::time_point a, Clock::time_point b) { return std::chrono::duration<double>(b - a).count(); }
 
-// Matmul FLOPs of one forward pass per image (2 per multiply-add); backward counted as 2x forward. The causal
-// attention is counted in full (T x T), the usual MFU convention, although SDPA may skip the masked half.
-double forward_flops(const ModelConfig& m) {
-  const double p = m.patch_size, n = (m.image_size / m.patch_size) * (m.image_size / m.patch_size), t = n + 1;
-  const double d = m.hidden_size, f = m.intermediate_size;
-  double patch = 2.0 * n * (m.num_channels * p * p) * d;
-  double per_block = 2.0 * t * d * 3 * d        // q, k, v
-                     + 2.0 * 2 * t * t * d        // scores and attention x values
-                     + 2.0 * t * d * d            // output projection
-                     + 2.0 * t * d * f * (m.use_gated_mlp ? 2 : 1) + 2.0 * t * f * d;  // MLP
-  return patch + m.num_hidden_layers * per_block;
+double median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  return v.empty() ? std::nan("") : v[v.size() / 2];
 }
 
-double gemm_peak() {
-  torch::NoGradGuard g;
-  auto a = torch::randn({4096, 1024}), b = torch::randn({1024, 1024});
-  for (int i = 0; i < 3; ++i) torch::mm(a, b);
-  double best = 1e9;
-  for (int i = 0; i < 20; ++i) {
-    auto t0 = Clock::now();
-    torch::mm(a, b);
-    best = std::min(best, secs(t0, Clock::now()));
-  }
-  return 2.0 * 4096 * 1024 * 1024 / best;
-}
-
-struct Timing {
-  double img_per_s, forward_ms, backward_ms, optim_ms;
+struct FlopCount {
+  double forward_per_image = 0, step = 0;
 };
 
-Timing time_cpp(const ModelConfig& mc, int batch, int steps, int warmup, const std::string& export_dir) {
-  torch::manual_seed(0);
-  ViTNepaModel model(mc);
-  save_hf_model(export_dir, model, HfModelConfig{mc, {}, {}, {}});
-  model->train();
-  auto groups = decay_groups(*model, 0.05);
-  OptimConfig oc;
-  auto optim = make_adamw(groups, oc);
-  for (auto& g : optim->param_groups()) static_cast<torch::optim::AdamWOptions&>(g.options()).lr(1e-4);
-  ObjectiveConfig obj;
-  torch::Tensor x = torch::randn({batch, mc.num_channels, mc.image_size, mc.image_size});
-  std::vector<double> total, fwd, bwd, opt;
-  for (int i = 0; i < warmup + steps; ++i) {
-    auto t0 = Clock::now();
-    NepaLoss loss = nepa_forward_loss(model, x, obj);
-    auto t1 = Clock::now();
-    optim->zero_grad();
-    loss.loss.backward();
-    auto t2 = Clock::now();
-    optim->step();
-    auto t3 = Clock::now();
-    if (i < warmup) continue;
-    total.push_back(secs(t0, t3));
-    fwd.push_back(secs(t0, t1));
-    bwd.push_back(secs(t1, t2));
-    opt.push_back(secs(t2, t3));
-  }
-  auto median = [](std::vector<double> v) {
-    std::sort(v.begin(), v.end());
-    return v[v.size() / 2];
-  };
-  return {batch / median(total), 1e3 * median(fwd), 1e3 * median(bwd), 1e3 * median(opt)};
+FlopCount count_flops(const ModelConfig& m, int batch) {
+  const double p = m.patch_size, n = static_cast<double>(m.image_size / m.patch_size) * (m.image_size / m.patch_size);
+  const double t = n + 1, d = m.hidden_size, f = m.intermediate_size;
+  const double patch = 2 * n * (m.num_channels * p * p) * d;
+  const double qkv = 3 * 2 * t * d * d;
+  const double attention = 2 * (2 * t * t * d);  // QK^T and PV over all heads (heads x head_dim = d)
+  const double proj = 2 * t * d * d;
+  const double mlp = 2 * t * d * f * (m.use_gated_mlp ? 2 : 1) + 2 * t * f * d;
+  FlopCount c;
+  c.forward_per_image = patch + m.num_hidden_layers * (qkv + attention + proj + mlp);
+  c.step = 3 * c.forward_per_image * batch;
+  return c;
 }
 
-// Runs the Python side and returns the number after `"key": ` in its JSON line.
-double run_python(const std::string& cmd, const std::string& key) {
+struct GemmPeak {
+  double best = 0;
+  std::map<std::string, double> per_shape;  // GFLOP/s
+};
+
+GemmPeak gemm_peak(int reps) {
+  torch::NoGradGuard no_grad;
+  GemmPeak out;
+  for (const auto& s : kGemmShapes) {
+    auto a = torch::randn({s[0], s[1]}), b = torch::randn({s[1], s[2]}), c = torch::empty({s[0], s[2]});
+    for (int i = 0; i < 2; ++i) torch::mm_out(c, a, b);
+    double best = 1e30;
+    for (int i = 0; i < reps; ++i) {
+      auto t0 = Clock::now();
+      torch::mm_out(c, a, b);
+      best = std::min(best, secs(t0, Clock::now()));
+    }
+    double gflops = 2.0 * s[0] * s[1] * s[2] / best / 1e9;
+    out.per_shape[fmt::format("{}x{}x{}", s[0], s[1], s[2])] = gflops;
+    out.best = std::max(out.best, gflops);
+  }
+  return out;
+}
+
+// One step's timings (ms) plus what the kernel charged for it: minor page faults and system CPU time.
+struct Sample {
+  double step = 0, forward = 0, backward = 0, optim = 0, minflt = 0, sys_ms = 0, loss = 0;
+};
+
+struct Summary {
+  double step = 0, forward = 0, backward = 0, optim = 0, minflt = 0, sys_ms = 0;
+  static Summary of(const std::vector<Sample>& s) {
+    auto med = [&](double Sample::*field) {
+      std::vector<double> v;
+      for (const auto& x : s) v.push_back(x.*field);
+      return median(v);
+    };
+    return {med(&Sample::step),   med(&Sample::forward), med(&Sample::backward),
+            med(&Sample::optim),  med(&Sample::minflt),  med(&Sample::sys_ms)};
+  }
+};
+
+struct Usage {
+  double minflt, sys_s;
+  static Usage now() {
+    rusage r{};
+    getrusage(RUSAGE_SELF, &r);
+    return {static_cast<double>(r.ru_minflt), r.ru_stime.tv_sec + r.ru_stime.tv_usec * 1e-6};
+  }
+};
+
+// The library's update (per-group lr and weight decay, betas, eps) through ATen's single-kernel CPU AdamW, on its
+// own state. Only timed, after the real run, to size what torch::optim::AdamW's per-tensor loop costs.
+class FusedAdamW {
+ public:
+  FusedAdamW(const std::vector<ParamGroup>& groups, const OptimConfig& oc)
+      : beta1_(oc.betas.at(0)), beta2_(oc.betas.at(1)), eps_(oc.eps) {
+    for (const auto& g : groups) {
+      Group fg;
+      fg.weight_decay = g.weight_decay;
+      for (const auto& p : g.params) {
+        fg.params.push_back(p);
+        fg.exp_avg.push_back(torch::zeros_like(p));
+        fg.exp_avg_sq.push_back(torch::zeros_like(p));
+        fg.steps.push_back(torch::zeros({}, torch::kFloat32));
+      }
+      groups_.push_back(std::move(fg));
+    }
+  }
+  void step(double lr) {
+    torch::NoGradGuard no_grad;
+    for (auto& g : groups_) {
+      std::vector<torch::Tensor> grads;
+      for (const auto& p : g.params) grads.push_back(p.grad());
+      at::_fused_adamw_(g.params, grads, g.exp_avg, g.exp_avg_sq, {}, g.steps, lr, beta1_, beta2_, g.weight_decay,
+                        eps_, /*amsgrad=*/false, /*maximize=*/false);
+    }
+  }
+
+ private:
+  struct Group {
+    std::vector<torch::Tensor> params, exp_avg, exp_avg_sq, steps;
+    double weight_decay = 0;
+  };
+  std::vector<Group> groups_;
+  double beta1_, beta2_, eps_;
+};
+
+// The C++ side: the library's model, objective and optimizer exactly as the trainer builds them.
+class CppStepper {
+ public:
+  CppStepper(const ModelConfig& mc, int batch, uint64_t seed, const fs::path& export_dir) : model_(nullptr) {
+    torch::manual_seed(seed);
+    model_ = ViTNepaModel(mc);
+    save_hf_model(export_dir.string(), model_, HfModelConfig{mc, {}, {}, {}});
+    model_->train();
+    groups_ = decay_groups(*model_, kWeightDecay);
+    optim_ = make_adamw(groups_, oc_);
+    for (auto& g : optim_->param_groups()) static_cast<torch::optim::AdamWOptions&>(g.options()).lr(kLr);
+    pixels_ = torch::rand({batch, mc.num_channels, mc.image_size, mc.image_size}) * 2 - 1;
+  }
+
+  Sample step() {
+    Usage u0 = Usage::now();
+    auto t0 = Clock::now();
+    NepaLoss loss = nepa_forward_loss(model_, pixels_, objective_);
+    auto t1 = Clock::now();
+    optim_->zero_grad();
+    loss.loss.backward();
+    auto t2 = Clock::now();
+    optim_->step();
+    auto t3 = Clock::now();
+    Usage u1 = Usage::now();
+    double value = loss.loss.item<double>();
+    ++steps_;
+    if (!std::isfinite(value))
+      throw std::runtime_error(fmt::format("C++ side: non-finite loss {} at step {}", value, steps_));
+    return {1e3 * secs(t0, t3), 1e3 * secs(t0, t1), 1e3 * secs(t1, t2), 1e3 * secs(t2, t3),
+            u1.minflt - u0.minflt,  1e3 * (u1.sys_s - u0.sys_s), value};
+  }
+
+  // Median ms of at::_fused_adamw_ on the current gradients (their values do not change its cost).
+  double fused_adamw_ms(int reps) {
+    FusedAdamW fused(groups_, oc_);
+    std::vector<double> t;
+    for (int i = 0; i < reps; ++i) {
+      auto t0 = Clock::now();
+      fused.step(kLr);
+      t.push_back(1e3 * secs(t0, Clock::now()));
+    }
+    return median(t);
+  }
+
+  // One step under the Kineto profiler; ops by self CPU time, from the event nesting on the calling thread
+  // (autograd runs a CPU-only backward on the thread that calls backward(), so one stack covers both passes).
+  void print_profile() {
+    namespace prof = torch::autograd::profiler;
+    using torch::profiler::impl::ActivityType;
+    using torch::profiler::impl::ProfilerConfig;
+    using torch::profiler::impl::ProfilerState;
+    prof::prepareProfiler(ProfilerConfig(ProfilerState::KINETO), {ActivityType::CPU});
+    prof::enableProfiler(ProfilerConfig(ProfilerState::KINETO), {ActivityType::CPU});
+    Sample s = step();
+    auto result = prof::disableProfiler();
+
+    struct Ev {
+      std::string name;
+      uint64_t start, end, thread;
+    };
+    std::vector<Ev> evs;
+    for (const auto& e : result->events())
+      if (e.deviceType() == c10::DeviceType::CPU && e.endNs() > e.startNs())
+        evs.push_back({e.name(), e.startNs(), e.endNs(), e.startThreadId()});
+    // Parents before children: by thread, then start, then the longer first.
+    std::sort(evs.begin(), evs.end(), [](const Ev& a, const Ev& b) {
+      if (a.thread != b.thread) return a.thread < b.thread;
+      if (a.start != b.start) return a.start < b.start;
+      return a.end > b.end;
+    });
+    std::map<std::string, std::pair<double, int>> self;  // name -> (self seconds, calls)
+    std::vector<std::pair<const Ev*, double>> stack;      // open event, time spent in its direct children
+    auto pop_until = [&](const Ev* next) {
+      while (!stack.empty() &&
+             (!next || stack.back().first->thread != next->thread || stack.back().first->end <= next->start)) {
+        auto [e, children] = stack.back();
+        stack.pop_back();
+        double dur = (e->end - e->start) * 1e-9;
+        auto& acc = self[e->name];
+        acc.first += dur - children;
+        acc.second += 1;
+        if (!stack.empty() && stack.back().first->thread == e->thread) stack.back().second += dur;
+      }
+    };
+    for (const auto& e : evs) {
+      pop_until(&e);
+      stack.push_back({&e, 0.0});
+    }
+    pop_until(nullptr);
+
+    std::vector<std::pair<std::string, std::pair<double, int>>> rows(self.begin(), self.end());
+    std::sort(rows.begin(), rows.end(), [](const auto& a, const auto& b) { return a.second.first > b.second.first; });
+    double total = 0, gemm = 0, attention = 0;
+    for (const auto& [name, v] : rows) {
+      total += v.first;
+      if (name == "aten::mm" || name == "aten::addmm" || name == "aten::bmm" || name == "aten::mkldnn_convolution" ||
+          name == "aten::convolution_backward")
+        gemm += v.first;
+      if (name.find("scaled_dot_product") != std::string::npos) attention += v.first;
+    }
+    fmt::print("  profiled C++ step: {:.0f} ms wall, {:.0f} ms in ops: GEMM/conv {:.0f}%, SDPA {:.0f}%, rest {:.0f}%; "
+               "{:.0f} page faults, {:.0f} ms system CPU\n",
+               s.step, 1e3 * total, 100 * gemm / total, 100 * attention / total,
+               100 * (1 - (gemm + attention) / total), s.minflt, s.sys_ms);
+    fmt::print("  {:<60} {:>9} {:>6} {:>6}\n", "op (self CPU time)", "ms", "%", "calls");
+    for (size_t i = 0; i < std::min<size_t>(rows.size(), 20); ++i)
+      fmt::print("  {:<60} {:>9.1f} {:>5.1f}% {:>6}\n", rows[i].first.substr(0, 60), 1e3 * rows[i].second.first,
+                 100 * rows[i].second.first / total, rows[i].second.second);
+  }
+
+ private:
+  ViTNepaModel model_;
+  OptimConfig oc_;
+  ObjectiveConfig objective_;
+  std::vector<ParamGroup> groups_;
+  std::unique_ptr<torch::optim::AdamW> optim_;
+  torch::Tensor pixels_;
+  int steps_ = 0;
+};
+
+std::string shell_quote(const std::string& s) {
+  std::string out = "'";
+  for (char c : s) out += c == '\'' ? std::string("'\\''") : std::string(1, c);
+  return out + "'";
+}
+
+// Runs `cmd` and parses the last line of its stdout as JSON (yaml-cpp reads JSON). stderr passes through.
+YAML::Node run_json(const std::string& cmd) {
   std::unique_ptr<FILE, int (*)(FILE*)> pipe(popen(cmd.c_str(), "r"), pclose);
-  if (!pipe) throw std::runtime_error("cannot run " + cmd);
+  if (!pipe) throw std::runtime_error("cannot start: " + cmd);
   std::string out;
   char buf[4096];
   while (fgets(buf, sizeof(buf), pipe.get())) out += buf;
-  auto pos = out.find("\"" + key + "\": ");
-  if (pos == std::string::npos) throw std::runtime_error("unexpected output of " + cmd + ":\n" + out);
-  return std::stod(out.substr(pos + key.size() + 4));
+  int status = pclose(pipe.release());
+  while (!out.empty() && out.back() == '\n') out.pop_back();
+  size_t nl = out.rfind('\n');
+  std::string last = out.substr(nl == std::string::npos ? 0 : nl + 1);
+  if (status != 0 || last.empty() || last[0] != '{')
+    throw std::runtime_error(fmt::format("{} failed (status {}):\n{}", cmd, status, out));
+  return YAML::Load(last);
+}
+
+// `pretrain_step.py serve`: a line "step" in, one JSON line out. Spawned (not forked by hand) because this
+// process already runs OpenMP threads.
+class PythonStepper {
+ public:
+  PythonStepper(const std::vector<std::string>& argv, const std::vector<std::string>& extra_env) {
+    int to_child[2], from_child[2];
+    if (pipe(to_child) != 0 || pipe(from_child) != 0) throw std::runtime_error("pipe failed");
+    posix_spawn_file_actions_t fa;
+    posix_spawn_file_actions_init(&fa);
+    posix_spawn_file_actions_adddup2(&fa, to_child[0], STDIN_FILENO);
+    posix_spawn_file_actions_adddup2(&fa, from_child[1], STDOUT_FILENO);
+    for (int fd : {to_child[0], to_child[1], from_child[0], from_child[1]}) posix_spawn_file_actions_addclose(&fa, fd);
+    std::vector<char*> args, env;
+    for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
+    args.push_back(nullptr);
+    for (char** e = environ; *e; ++e) env.push_back(*e);
+    for (const auto& e : extra_env) env.push_back(const_cast<char*>(e.c_str()));
+    env.push_back(nullptr);
+    int err = posix_spawnp(&pid_, args[0], &fa, nullptr, args.data(), env.data());
+    posix_spawn_file_actions_destroy(&fa);
+    close(to_child[0]);
+    close(from_child[1]);
+    if (err != 0) {
+      close(to_child[1]);
+      close(from_child[0]);
+      throw std::runtime_error(fmt::format("cannot start {}: {}", argv[0], std::strerror(err)));
+    }
+    to_ = fdopen(to_child[1], "w");
+    from_ = fdopen(from_child[0], "r");
+    try {
+      header_ = read_json();
+    } catch (...) {
+      finish();
+      throw;
+    }
+  }
+  ~PythonStepper() { finish(); }
+  PythonStepper(const PythonStepper&) = delete;
+  PythonStepper& operator=(const PythonStepper&) = delete;
+
+  const YAML::Node& header() const { return header_; }
+
+  Sample step() {
+    fputs("step\n", to_);
+    fflush(to_);
+    YAML::Node j = read_json();
+    return {j["step_ms"].as<double>(), j["forward_ms"].as<double>(), j["backward_ms"].as<double>(),
+            j["optim_ms"].as<double>(), j["minflt"].as<double>(), j["sys_ms"].as<double>(), j["loss"].as<double>()};
+  }
+
+ private:
+  void finish() {
+    if (to_) fclose(to_);  // EOF on its stdin ends the serve loop
+    if (from_) fclose(from_);
+    if (pid_ > 0) waitpid(pid_, nullptr, 0);
+    to_ = from_ = nullptr;
+    pid_ = -1;
+  }
+
+  YAML::Node read_json() {
+    std::string line;
+    char buf[4096];
+    while (fgets(buf, sizeof(buf), from_)) {
+      line += buf;
+      if (line.back() != '\n') continue;
+      if (line[0] == '{') return YAML::Load(line);
+      fmt::print("{}", line);  // anything else the child printed
+      line.clear();
+    }
+    throw std::runtime_error("the Python side exited early (see its messages above)");
+  }
+
+  pid_t pid_ = -1;
+  FILE* to_ = nullptr;
+  FILE* from_ = nullptr;
+  YAML::Node header_;
+};
+
+std::string default_python() {
+  if (const char* p = std::getenv("NEPA_PYTHON"); p && *p) return p;
+  const char* home = std::getenv("HOME");
+  return std::string(home ? home : "") + "/.cache/nepa/venv/bin/python";
 }
 
 }  // namespace
 
 int main(int argc, char** argv) {
-  CLI::App app{"NEPA pretraining step: C++ vs PyTorch eager"};
-  int threads = static_cast<int>(std::thread::hardware_concurrency()), steps = 10, warmup = 3;
-  std::string only, python = std::getenv("NEPA_PYTHON") ? std::getenv("NEPA_PYTHON") : "";
-  if (python.empty()) python = std::string(std::getenv("HOME")) + "/.cache/nepa/venv/bin/python";
-  app.add_option("--threads", threads, "intra-op threads for both sides");
-  app.add_option("--steps", steps, "timed steps (median reported)");
-  app.add_option("--warmup", warmup, "untimed steps first");
-  app.add_option("--only", only, "tiny | vits");
-  app.add_option("--python", python, "Python with torch + safetensors");
+  CLI::App app{"NEPA pretraining step (forward, loss, backward, AdamW): C++ vs PyTorch eager, images/s and MFU"};
+  int threads = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  int steps = 10, warmup = 3, gemm_reps = 10;
+  uint64_t seed = 0;
+  std::string only, python = default_python();
+  bool no_eager = false, no_check = false, profile = false, malloc_tune = false;
+  app.add_option("--threads", threads, "intra-op threads for both sides (default: all cores)")->check(CLI::PositiveNumber);
+  app.add_option("--steps", steps, "timed steps per side; medians are reported")->check(CLI::PositiveNumber);
+  app.add_option("--warmup", warmup, "untimed steps per side first")->check(CLI::NonNegativeNumber);
+  app.add_option("--only", only, "run one configuration")->check(CLI::IsMember({"tiny", "vits"}));
+  app.add_option("--python", python, "Python with torch + safetensors (default: $NEPA_PYTHON or ~/.cache/nepa/venv)");
+  app.add_option("--seed", seed, "seed of the weights and the input batch");
+  app.add_option("--gemm-reps", gemm_reps, "repetitions per GEMM shape (best kept)")->check(CLI::PositiveNumber);
+  app.add_flag("--no-eager", no_eager, "C++ side only (no Python)");
+  app.add_flag("--no-check", no_check, "skip the eager-vs-float64-reference check");
+  app.add_flag("--profile", profile, "after timing, profile one C++ step and print the ops by self time");
+  app.add_flag("--malloc-tune", malloc_tune,
+               "both sides: keep freed memory in the process (glibc: no mmap, no trim) instead of re-faulting it");
   CLI11_PARSE(app, argc, argv);
+
+  if (malloc_tune) {
+    mallopt(M_MMAP_MAX, 0);
+    mallopt(M_TRIM_THRESHOLD, std::numeric_limits<int>::max());
+  }
   torch::set_num_threads(threads);
-  const std::string script = std::string(NEPA_SOURCE_DIR) + "/bench/pretrain_step.py";
+  const std::string source_dir = NEPA_SOURCE_DIR;
+  const std::string script = source_dir + "/bench/pretrain_step.py";
+  std::vector<std::string> child_env;
+  if (malloc_tune) child_env.push_back(std::string("GLIBC_TUNABLES=") + kMallocTunables);
 
   struct Case {
-    std::string name;
+    std::string key, label;
     ModelConfig model;
     int batch;
   };
-  ModelConfig vits;  // ViT-S/16 at 224, otherwise the NEPA-B recipe (QK-Norm, LayerScale, RoPE)
+  // ViT-S/16 at 224 with the rest of the NEPA-B recipe (QK-Norm, LayerScale, RoPE + rescale, causal, GELU).
+  ModelConfig vits;
+  vits.image_size = 224;
   vits.patch_size = 16;
   vits.hidden_size = 384;
+  vits.num_hidden_layers = 12;
   vits.num_attention_heads = 6;
   vits.intermediate_size = 1536;
-  ModelConfig tiny = load_config(std::string(NEPA_SOURCE_DIR) + "/configs/pretrain/fmnist_tiny.yaml").config.model;
+  ModelConfig tiny = load_config(source_dir + "/configs/pretrain/fmnist_tiny.yaml").config.model;
   std::vector<Case> cases;
-  if (only.empty() || only == "tiny") cases.push_back({"tiny (fmnist_tiny.yaml) b128", tiny, 128});
-  if (only.empty() || only == "vits") cases.push_back({"ViT-S/16 224px b32", vits, 32});
+  if (only.empty() || only == "vits") cases.push_back({"vits", "ViT-S/16 224 b32", vits, 32});
+  if (only.empty() || only == "tiny") cases.push_back({"tiny", "fmnist_tiny 28 b128", tiny, 128});
 
-  const double peak_cpp = gemm_peak();
-  const double peak_py =
-      1e9 * run_python(fmt::format("{} {} gemm --threads {}", python, script, threads), "gflops");
-  fmt::print("fp32 GEMM peak ({} threads, 4096x1024 @ 1024x1024): LibTorch {:.0f} GFLOP/s, PyTorch {:.0f} GFLOP/s\n",
-             threads, peak_cpp / 1e9, peak_py / 1e9);
-  fmt::print("{:<30} {:>10} {:>10} {:>7} {:>8} {:>8}   C++ forward / backward / AdamW ms\n", "config", "C++ img/s",
-             "eager", "ratio", "C++ MFU", "eager");
-  fs::path dir = fs::temp_directory_path() / ("nepa_bench_" + std::to_string(::getpid()));
-  for (const auto& c : cases) {
-    fs::path model_dir = dir / (c.name.substr(0, 4));
-    Timing t = time_cpp(c.model, c.batch, steps, warmup, model_dir.string());
-    double eager = run_python(fmt::format("{} {} step {} --threads {} --batch {} --steps {} --warmup {} --check", python,
-                                          script, model_dir.string(), threads, c.batch, steps, warmup),
-                              "img_per_s");
-    double flops = 3.0 * forward_flops(c.model);
-    fmt::print("{:<30} {:>10.1f} {:>10.1f} {:>6.2f}x {:>7.1f}% {:>7.1f}%   {:.1f} / {:.1f} / {:.1f}\n", c.name,
-               t.img_per_s, eager, t.img_per_s / eager, 100 * t.img_per_s * flops / peak_cpp,
-               100 * eager * flops / peak_cpp, t.forward_ms, t.backward_ms, t.optim_ms);
+  GemmPeak peak_cpp = gemm_peak(gemm_reps);
+  std::optional<GemmPeak> peak_py;
+  if (!no_eager) {
+    std::string env = malloc_tune ? std::string("GLIBC_TUNABLES=") + kMallocTunables + " " : "";
+    YAML::Node j = run_json(fmt::format("{}{} {} gemm --threads {} --reps {}", env, shell_quote(python),
+                                        shell_quote(script), threads, gemm_reps));
+    peak_py.emplace();
+    peak_py->best = j["gflops"].as<double>();
+    for (const auto& kv : j["shapes"]) peak_py->per_shape[kv.first.as<std::string>()] = kv.second.as<double>();
   }
-  fs::remove_all(dir);
-  return 0;
+  const double peak = std::max(peak_cpp.best, peak_py ? peak_py->best : 0.0);
+  fmt::print("threads {}{} | fp32 GEMM GFLOP/s, best of {} (LibTorch{}):\n", threads,
+             malloc_tune ? ", malloc tuned" : "", gemm_reps, peak_py ? " / PyTorch" : "");
+  for (const auto& [shape, g] : peak_cpp.per_shape)
+    fmt::print("  {:<16} {:6.1f}{}\n", shape, g, peak_py ? fmt::format(" / {:6.1f}", peak_py->per_shape[shape]) : "");
+  fmt::print("  peak used for MFU: {:.1f} GFLOP/s\n", peak);
+
+  fs::path dir = fs::temp_directory_path() / fmt::format("nepa_bench_pretrain_step_{}", ::getpid());
+  struct Row {
+    Case c;
+    FlopCount flops;
+    Summary cpp;
+    double fused_adamw_ms = 0;
+    std::optional<Summary> eager;
+  };
+  std::vector<Row> rows;
+  int rc = 0;
+  try {
+    for (const auto& c : cases) {
+      Row r{c, count_flops(c.model, c.batch), {}, 0, std::nullopt};
+      fmt::print("\n[{}] forward {:.3f} GFLOP/image, step {:.1f} GFLOP; {} warmup + {} timed steps per side{}\n",
+                 c.label, r.flops.forward_per_image / 1e9, r.flops.step / 1e9, warmup, steps,
+                 no_eager ? "" : ", alternating C++ / eager");
+      std::fflush(stdout);
+      fs::path model_dir = dir / c.key;
+      CppStepper cpp(c.model, c.batch, seed, model_dir);
+      std::unique_ptr<PythonStepper> py;
+      if (!no_eager) {
+        std::vector<std::string> cmd = {python, script, "serve", model_dir.string(), "--threads",
+                                        std::to_string(threads), "--batch", std::to_string(c.batch), "--seed",
+                                        std::to_string(seed)};
+        if (!no_check) cmd.push_back("--check");
+        py = std::make_unique<PythonStepper>(cmd, child_env);
+        if (const auto& chk = py->header()["check"])
+          fmt::print("[{}] eager vs float64 reference (eval mode), max |diff|: release init {:.2g}, LayerScale=1 {:.2g}\n",
+                     c.label, chk["release init"].as<double>(), chk["LayerScale=1"].as<double>());
+        if (py->header()["threads"].as<int>() != threads)
+          throw std::runtime_error("the Python side runs on a different number of threads");
+      }
+      std::vector<Sample> cpp_samples, py_samples;
+      for (int i = 0; i < warmup + steps; ++i) {
+        Sample a = cpp.step();
+        if (i >= warmup) cpp_samples.push_back(a);
+        if (py) {
+          Sample b = py->step();
+          if (i >= warmup) py_samples.push_back(b);
+        }
+      }
+      py.reset();
+      r.cpp = Summary::of(cpp_samples);
+      if (!no_eager) r.eager = Summary::of(py_samples);
+      r.fused_adamw_ms = cpp.fused_adamw_ms(std::max(3, steps));
+      fmt::print("[{}] step ms, C++: {:.0f}", c.label, r.cpp.step);
+      if (r.eager) fmt::print(", eager: {:.0f}", r.eager->step);
+      fmt::print("; last loss C++ {:.4f}{}\n", cpp_samples.back().loss,
+                 py_samples.empty() ? "" : fmt::format(", eager {:.4f}", py_samples.back().loss));
+      if (profile) cpp.print_profile();
+      rows.push_back(r);
+    }
+  } catch (const std::exception& e) {
+    fmt::print(stderr, "error: {}\n", e.what());
+    rc = 1;
+  }
+  std::error_code ec;
+  fs::remove_all(dir, ec);
+  if (rows.empty()) return rc;
+
+  auto img_s = [](const Row& r, const Summary& s) { return r.c.batch / (s.step / 1e3); };
+  auto mfu = [&](const Row& r, const Summary& s) { return 100.0 * (r.flops.step / (s.step / 1e3)) / (peak * 1e9); };
+  fmt::print("\n{:<20} {:>10} {:>10} {:>7} {:>8} {:>8} {:>15}\n", "config", "C++ img/s", "eager", "ratio", "C++ MFU",
+             "eager", "GEMM GFLOP/s");
+  for (const auto& r : rows) {
+    if (r.eager)
+      fmt::print("{:<20} {:>10.1f} {:>10.1f} {:>6.2f}x {:>7.1f}% {:>7.1f}% {:>15.1f}\n", r.c.label, img_s(r, r.cpp),
+                 img_s(r, *r.eager), r.eager->step / r.cpp.step, mfu(r, r.cpp), mfu(r, *r.eager), peak);
+    else
+      fmt::print("{:<20} {:>10.1f} {:>10} {:>7} {:>7.1f}% {:>8} {:>15.1f}\n", r.c.label, img_s(r, r.cpp), "-", "-",
+                 mfu(r, r.cpp), "-", peak);
+  }
+  fmt::print("\nper step (medians)         {:>8} {:>8} {:>8} {:>7} {:>11} {:>8} {:>8}\n", "step ms", "forward",
+             "backward", "AdamW", "fused AdamW", "faults", "sys ms");
+  auto line = [](const std::string& a, const std::string& b, const Summary& s, const std::string& fused) {
+    fmt::print("{:<20} {:<5} {:>8.1f} {:>8.1f} {:>8.1f} {:>7.1f} {:>11} {:>8.0f} {:>8.0f}\n", a, b, s.step, s.forward,
+               s.backward, s.optim, fused, s.minflt, s.sys_ms);
+  };
+  for (const auto& r : rows) {
+    line(r.c.label, "C++", r.cpp, fmt::format("{:.1f}", r.fused_adamw_ms));
+    if (r.eager) line("", "eager", *r.eager, "-");
+  }
+  fmt::print("forward includes the loss, backward includes zero_grad; 'fused AdamW' = the same update through "
+             "at::_fused_adamw_;\nfaults = minor page faults, sys ms = kernel CPU time (all threads) per step.\n");
+  return rc;
 }

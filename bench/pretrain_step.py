@@ -1,12 +1,19 @@
-"""PyTorch eager side of bench/pretrain_step: times forward + NEPA loss + backward + AdamW on the weights the
-C++ benchmark wrote, or measures the fp32 GEMM peak. Prints one JSON line.
+"""PyTorch-eager side of bench/pretrain_step (driven by bench_pretrain_step; usable alone).
 
-  pretrain_step.py step <model dir> --threads T --batch B --steps N --warmup W [--check]
-  pretrain_step.py gemm --threads T
+    pretrain_step.py step MODEL_DIR --threads T --batch B --steps N --warmup W [--seed S] [--check]
+        times forward + NEPA loss + backward + AdamW.step on the folder's weights; prints one JSON line
+        {img_per_s, step_ms, forward_ms, backward_ms, optim_ms, minflt, sys_ms, threads, loss[, check]}
+        (medians over the timed steps; minflt and sys_ms are page faults and kernel CPU time per step)
+    pretrain_step.py serve MODEL_DIR --threads T --batch B [--seed S] [--check]
+        the same model and optimizer, one step per "step" line read from stdin, one JSON line per step, so that
+        the C++ driver can alternate its steps with these and background load hits both sides alike
+    pretrain_step.py gemm --threads T [--reps R]
+        the fp32 GEMM peak on T threads; prints {gflops, shapes: {"MxKxN": gflops}, threads}
 """
 import argparse
 import json
 import os
+import resource
 import sys
 import time
 
@@ -14,82 +21,107 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import nepa_eager  # noqa: E402
-from nepa_eager import EagerNepa, nepa_loss  # noqa: E402
+
+# Same list as kGemmShapes in pretrain_step.cpp: a square GEMM on the BLAS plateau and the two ViT-S/16 MLP
+# GEMMs at batch 32 (197 tokens), the shapes the step spends most of its time in. The peak is the best of them.
+GEMM_SHAPES = [(2048, 2048, 2048), (32 * 197, 384, 1536), (32 * 197, 1536, 384)]
 
 
-def gemm_peak(threads, m=4096, k=1024, n=1024, reps=20):
+def gemm_peak(threads, reps):
     torch.set_num_threads(threads)
-    a, b = torch.randn(m, k), torch.randn(k, n)
-    for _ in range(3):
-        a @ b
-    best = float("inf")
-    for _ in range(reps):
-        t = time.perf_counter()
-        a @ b
-        best = min(best, time.perf_counter() - t)
-    return 2.0 * m * k * n / best
+    per_shape = {}
+    with torch.no_grad():
+        for m, k, n in GEMM_SHAPES:
+            a, b, out = torch.randn(m, k), torch.randn(k, n), torch.empty(m, n)
+            for _ in range(2):
+                torch.mm(a, b, out=out)
+            best = float("inf")
+            for _ in range(reps):
+                t = time.perf_counter()
+                torch.mm(a, b, out=out)
+                best = min(best, time.perf_counter() - t)
+            per_shape[f"{m}x{k}x{n}"] = 2.0 * m * k * n / best / 1e9
+    return {"gflops": max(per_shape.values()), "shapes": per_shape, "threads": torch.get_num_threads()}
 
 
-def step_bench(args):
-    from safetensors.torch import load_file
+class Stepper:
+    def __init__(self, model_dir, batch, seed):
+        torch.manual_seed(seed)
+        config, self.model, _ = nepa_eager.load_model(model_dir)
+        self.model.train()
+        self.optimizer = nepa_eager.adamw(self.model)
+        size, ch = config["image_size"], config["num_channels"]
+        self.pixels = torch.rand(batch, ch, size, size) * 2 - 1
 
-    torch.set_num_threads(args.threads)
-    torch.manual_seed(0)
-    config = json.load(open(os.path.join(args.model, "config.json")))
-    model = EagerNepa(config)
-    state = {k[len("vit_nepa."):]: v for k, v in load_file(os.path.join(args.model, "model.safetensors")).items()}
-    model.load_state_dict(state, strict=True)
-    size, ch = config["image_size"], config["num_channels"]
-    x = torch.randn(args.batch, ch, size, size)
-    if args.check:
-        import nepa_reference as ref_mod
-        reference = ref_mod.ViTNepaReference(config).double().eval()
-        reference.load_state_dict({k: v.double() for k, v in state.items()}, strict=True)
-        model.eval()
-        with torch.no_grad():
-            diff = (model(x[:2])[0].double() - reference(x[:2].double())[0]).abs().max().item()
-        model.train()
-        if diff > 1e-4:
-            sys.exit(f"eager model disagrees with the reference: max |diff| {diff}")
-    decay = [p for p in model.parameters() if p.dim() >= 2]
-    no_decay = [p for p in model.parameters() if p.dim() < 2]
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.05}, {"params": no_decay, "weight_decay": 0.0}],
-                            lr=1e-4, betas=(0.9, 0.95))
-    model.train()
-
-    def one():
-        h, z = model(x)
-        loss = nepa_loss(h, z)
-        opt.zero_grad(set_to_none=True)
+    def step(self):
+        r0 = resource.getrusage(resource.RUSAGE_SELF)
+        t0 = time.perf_counter()
+        h, z = self.model(self.pixels)
+        loss = nepa_eager.nepa_loss(h, z)
+        t1 = time.perf_counter()
+        self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        opt.step()
+        t2 = time.perf_counter()
+        self.optimizer.step()
+        t3 = time.perf_counter()
+        r1 = resource.getrusage(resource.RUSAGE_SELF)
+        value = loss.item()
+        if value != value or abs(value) == float("inf"):
+            sys.exit(f"non-finite loss {value}")
+        return {"step_ms": 1e3 * (t3 - t0), "forward_ms": 1e3 * (t1 - t0), "backward_ms": 1e3 * (t2 - t1),
+                "optim_ms": 1e3 * (t3 - t2), "minflt": r1.ru_minflt - r0.ru_minflt,
+                "sys_ms": 1e3 * (r1.ru_stime - r0.ru_stime), "loss": value}
 
-    for _ in range(args.warmup):
-        one()
-    times = []
-    for _ in range(args.steps):
-        t = time.perf_counter()
-        one()
-        times.append(time.perf_counter() - t)
-    times.sort()
-    median = times[len(times) // 2]
-    print(json.dumps({"img_per_s": args.batch / median, "step_ms": 1e3 * median, "threads": torch.get_num_threads()}))
+
+def median(xs):
+    xs = sorted(xs)
+    return xs[len(xs) // 2]
+
+
+def emit(obj):
+    print(json.dumps(obj), flush=True)
 
 
 def main():
-    p = argparse.ArgumentParser()
-    p.add_argument("mode", choices=["step", "gemm"])
-    p.add_argument("model", nargs="?")
-    p.add_argument("--threads", type=int, default=os.cpu_count())
-    p.add_argument("--batch", type=int, default=32)
-    p.add_argument("--steps", type=int, default=10)
-    p.add_argument("--warmup", type=int, default=3)
-    p.add_argument("--check", action="store_true")
-    args = p.parse_args()
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("mode", choices=["step", "serve", "gemm"])
+    ap.add_argument("model", nargs="?", help="step/serve: folder with config.json + model.safetensors")
+    ap.add_argument("--threads", type=int, default=os.cpu_count())
+    ap.add_argument("--batch", type=int, default=32)
+    ap.add_argument("--steps", type=int, default=10)
+    ap.add_argument("--warmup", type=int, default=3)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--reps", type=int, default=10, help="gemm: repetitions per shape (best kept)")
+    ap.add_argument("--check", action="store_true", help="first verify the model against the float64 reference")
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
     if args.mode == "gemm":
-        print(json.dumps({"gflops": gemm_peak(args.threads) / 1e9, "threads": args.threads}))
-    else:
-        step_bench(args)
+        emit(gemm_peak(args.threads, args.reps))
+        return
+    if not args.model:
+        ap.error(f"{args.mode} needs MODEL_DIR")
+    header = {"threads": torch.get_num_threads()}
+    if args.check:
+        header["check"] = nepa_eager.check_against_reference(args.model)
+    stepper = Stepper(args.model, args.batch, args.seed)
+
+    if args.mode == "serve":
+        emit(dict(header, ready=True))
+        for line in sys.stdin:
+            if line.strip() != "step":
+                sys.exit(f"serve: unknown command {line.strip()!r}")
+            emit(stepper.step())
+        return
+
+    if args.steps < 1:
+        ap.error("--steps must be >= 1")
+    for _ in range(args.warmup):
+        stepper.step()
+    samples = [stepper.step() for _ in range(args.steps)]
+    out = {k: median([s[k] for s in samples]) for k in samples[0]}
+    out["loss"] = samples[-1]["loss"]
+    out["img_per_s"] = args.batch / (out["step_ms"] / 1e3)
+    emit(dict(header, **out))
 
 
 if __name__ == "__main__":

@@ -5,10 +5,9 @@
 
 #include <cmath>
 #include <condition_variable>
+#include <deque>
 #include <exception>
-#include <map>
 #include <mutex>
-#include <set>
 #include <thread>
 
 #include "nepa/data/transforms.h"
@@ -16,14 +15,30 @@
 namespace nepa {
 
 std::vector<int64_t> epoch_order(int64_t n, uint64_t seed, int64_t epoch, bool shuffle) {
-  std::vector<int64_t> order(static_cast<size_t>(n));
+  std::vector<int64_t> order(static_cast<size_t>(std::max<int64_t>(n, 0)));
   for (int64_t i = 0; i < n; ++i) order[i] = i;
   if (!shuffle) return order;
-  // Fisher-Yates on our own generator: the same permutation on every platform and standard library.
+  // Fisher-Yates on our own generator: the same permutation on every platform and standard library. Index -1
+  // keeps this stream apart from the per-sample ones.
   SampleRng rng = SampleRng::for_sample(seed ^ 0x5eedULL, epoch, -1);
   for (int64_t i = n - 1; i > 0; --i) std::swap(order[i], order[rng.randint(0, i)]);
   return order;
 }
+
+namespace {
+
+// One batch being assembled. Its tensors are allocated when the batch is opened; workers take its samples
+// one at a time and write each into its own slot, so a batch is spread over all workers and no sample is
+// copied again after normalisation.
+struct Slot {
+  int64_t epoch = 0, batch = 0;
+  int64_t first = 0, count = 0;  // positions [first, first + count) of the epoch order
+  torch::Tensor images, labels, indices;
+  int64_t next_sample = 0, done = 0;
+  std::exception_ptr error;
+};
+
+}  // namespace
 
 struct DataLoader::Impl {
   std::shared_ptr<const Dataset> dataset;
@@ -31,176 +46,214 @@ struct DataLoader::Impl {
   LoaderOptions options;
   int64_t batches = 0;
   int64_t limit = 0;
+  size_t depth = 1;
 
   std::mutex mutex;
   std::condition_variable work_cv, ready_cv;
   bool stopping = false;
   bool started = false;
-  uint64_t generation = 0;
+  uint64_t generation = 0;  // bumped by start(): work begun earlier is dropped when it finishes
   int64_t epoch = 0;
   std::shared_ptr<const std::vector<int64_t>> order;
-  int64_t next_to_make = 0, next_to_hand = 0, in_flight = 0;
-  struct Result {
-    Batch batch;
-    std::exception_ptr error;
-  };
-  std::map<int64_t, Result> ready;
+  int64_t next_to_open = 0, next_to_hand = 0;
+  std::deque<std::shared_ptr<Slot>> window;  // batches next_to_hand, next_to_hand + 1, ... (at most `depth`)
   std::vector<std::thread> workers;
 
-  // Global positions [first, last) of this rank's part of batch b.
-  std::pair<int64_t, int64_t> span(int64_t b) const {
+  std::shared_ptr<Slot> open(int64_t b) const {
+    auto s = std::make_shared<Slot>();
     const int64_t n = dataset->size();
-    int64_t first = b * options.batch_size * options.world_size + options.rank * options.batch_size;
-    return {std::min(first, n), std::min(first + options.batch_size, n)};
+    const int64_t first = b * options.batch_size * options.world_size + options.rank * options.batch_size;
+    s->epoch = epoch;
+    s->batch = b;
+    s->first = std::min(first, n);
+    s->count = std::min(first + options.batch_size, n) - s->first;
+    const int c = config.num_channels, size = config.image_size;
+    // Pinned only for a CUDA device: the host-to-device copy is then asynchronous. CPU runs never ask for it.
+    const bool pin = options.device.is_cuda();
+    s->images =
+        torch::empty({s->count, c, size, size}, torch::TensorOptions().dtype(torch::kFloat32).pinned_memory(pin));
+    s->labels = torch::empty({s->count}, torch::TensorOptions().dtype(torch::kInt64).pinned_memory(pin));
+    s->indices = torch::empty({s->count}, torch::kInt64);
+    return s;
   }
 
-  // Loads the sample at `pos` of the order, or the next readable one after it.
-  cv::Mat load_at(const std::vector<int64_t>& ord, int64_t pos, int64_t& index_out) {
+  // The image at position `pos` of the order or, if it is unreadable, the next readable one after it (wrapping):
+  // a function of the order and the files only, so the batch does not depend on which thread met the bad file.
+  cv::Mat load_at(const std::vector<int64_t>& ord, int64_t pos, int64_t& index_out) const {
     const int64_t n = static_cast<int64_t>(ord.size());
     for (int64_t tries = 0; tries < n; ++tries) {
-      int64_t index = ord[(pos + tries) % n];
+      const int64_t index = ord[(pos + tries) % n];
       if (dataset->known_unreadable(index)) continue;
       try {
         cv::Mat img = dataset->load(index, config.num_channels);
         index_out = index;
         return img;
       } catch (const DataError& e) {
-        bool first_time = dataset->mark_unreadable(index);
-        int64_t count = dataset->unreadable_count();
-        if (first_time) spdlog::warn("data: skipping unreadable image {} ({} so far)", e.what(), count);
+        const bool first_time = dataset->mark_unreadable(index);
+        const int64_t count = dataset->unreadable_count();
+        if (first_time)
+          spdlog::warn("data: skipping unreadable image {} ({} so far, limit {})", e.what(), count, limit);
         if (count > limit)
-          throw DataError(fmt::format("data: {} unreadable images (limit {} = data.max_bad_fraction {} x {} images); "
-                                      "last: {}", count, limit, config.max_bad_fraction, n, e.what()));
+          throw DataError(fmt::format("data: {} unreadable images in {} (limit {} = data.max_bad_fraction {} x {} "
+                                      "images); last: {}",
+                                      count, dataset->describe_set(), limit, config.max_bad_fraction, n, e.what()));
       }
     }
-    throw DataError("data: no readable image in the dataset (" + dataset->describe(0) + ", ...)");
+    throw DataError("data: no readable image in " + dataset->describe_set());
   }
 
-  Batch make(const std::vector<int64_t>& ord, int64_t ep, int64_t b) {
-    auto [first, last] = span(b);
-    const int64_t count = last - first;
-    const int c = config.num_channels, s = config.image_size;
-    auto opts = torch::TensorOptions().dtype(torch::kFloat32);
-    if (options.device.is_cuda()) opts = opts.pinned_memory(true);
-    Batch batch;
-    batch.images = torch::empty({count, c, s, s}, opts);
-    batch.labels = torch::empty({count}, torch::TensorOptions().dtype(torch::kInt64).pinned_memory(options.device.is_cuda()));
-    batch.indices = torch::empty({count}, torch::kInt64);
-    batch.epoch = ep;
-    batch.index = b;
-    float* dst = batch.images.data_ptr<float>();
-    int64_t* labels = batch.labels.data_ptr<int64_t>();
-    int64_t* indices = batch.indices.data_ptr<int64_t>();
-    for (int64_t k = 0; k < count; ++k) {
-      int64_t index = -1;
-      cv::Mat img = load_at(ord, first + k, index);
-      // The sample's own generator: the batch does not depend on who loads it.
-      SampleRng rng = SampleRng::for_sample(options.seed, ep, index);
-      cv::Mat view = options.train ? train_transform(img, config, rng) : eval_transform(img, config);
-      normalise_into(view, config.mean, config.std, dst + k * c * s * s);
-      labels[k] = dataset->num_classes() > 0 ? dataset->label(index) : -1;
-      indices[k] = index;
+  void fill(Slot& s, const std::vector<int64_t>& ord, int64_t k) const {
+    int64_t index = -1;
+    const cv::Mat img = load_at(ord, s.first + k, index);
+    // The sample's own generator: its augmentation does not depend on who loads it or when.
+    SampleRng rng = SampleRng::for_sample(options.seed, s.epoch, index);
+    const cv::Mat view = options.train ? train_transform(img, config, rng) : eval_transform(img, config);
+    const int c = config.num_channels, size = config.image_size;
+    if (view.rows != size || view.cols != size || view.channels() != c)
+      throw std::logic_error(fmt::format("data: transform of {} gave {}x{}x{}, expected {}x{}x{}",
+                                         dataset->describe(index), view.rows, view.cols, view.channels(), size,
+                                         size, c));
+    normalise_into(view, config.mean, config.std, s.images.data_ptr<float>() + k * c * size * size);
+    s.labels.data_ptr<int64_t>()[k] = dataset->num_classes() > 0 ? dataset->label(index) : -1;
+    s.indices.data_ptr<int64_t>()[k] = index;
+  }
+
+  // Under the lock: a batch with a sample nobody has taken, opening the next batch while the window has room.
+  std::shared_ptr<Slot> find_work() {
+    while (true) {
+      for (const auto& s : window)
+        if (s->next_sample < s->count) return s;
+      if (window.size() >= depth || next_to_open >= batches) return nullptr;
+      std::shared_ptr<Slot> slot;
+      try {
+        slot = open(next_to_open);
+      } catch (...) {  // e.g. out of memory: the caller of next() hears of it, not std::terminate
+        slot = std::make_shared<Slot>();
+        slot->epoch = epoch;
+        slot->batch = next_to_open;
+        slot->error = std::current_exception();
+      }
+      ++next_to_open;
+      window.push_back(slot);
+      if (slot->count == 0) ready_cv.notify_all();  // nothing to load: an allocation error or an empty shard
     }
-    return batch;
   }
 
   void worker_loop() {
     std::unique_lock<std::mutex> lock(mutex);
     while (true) {
-      work_cv.wait(lock, [&] {
-        return stopping || (started && next_to_make < batches &&
-                            in_flight + static_cast<int64_t>(ready.size()) < config.prefetch_batches);
-      });
+      std::shared_ptr<Slot> s;
+      work_cv.wait(lock, [&] { return stopping || (started && (s = find_work())); });
       if (stopping) return;
-      const int64_t b = next_to_make++;
+      const int64_t k = s->next_sample++;
       const uint64_t gen = generation;
-      const int64_t ep = epoch;
-      auto ord = order;
-      ++in_flight;
+      const auto ord = order;
       lock.unlock();
-      Result r;
+      std::exception_ptr error;
       try {
-        r.batch = make(*ord, ep, b);
+        fill(*s, *ord, k);
       } catch (...) {
-        r.error = std::current_exception();
+        error = std::current_exception();
       }
       lock.lock();
-      if (gen != generation) continue;  // start() moved on; this batch belongs to the old position
-      --in_flight;
-      ready.emplace(b, std::move(r));
-      ready_cv.notify_all();
+      if (gen != generation) continue;  // start() moved on; `s` is no longer in the window
+      if (error && !s->error) s->error = error;
+      if (++s->done == s->count) ready_cv.notify_all();
     }
+  }
+
+  void stop_workers() {
+    {
+      std::lock_guard<std::mutex> lock(mutex);
+      stopping = true;
+    }
+    work_cv.notify_all();
+    for (auto& t : workers)
+      if (t.joinable()) t.join();
   }
 };
 
 DataLoader::DataLoader(std::shared_ptr<const Dataset> dataset, const DataConfig& config, LoaderOptions options)
     : impl_(std::make_unique<Impl>()) {
   auto& m = *impl_;
+  if (!dataset) throw std::invalid_argument("DataLoader: no dataset");
+  if (options.batch_size <= 0 || options.world_size <= 0 || options.rank < 0 || options.rank >= options.world_size)
+    throw std::invalid_argument(fmt::format("DataLoader: batch_size {} rank {} world_size {}", options.batch_size,
+                                            options.rank, options.world_size));
+  if ((config.num_channels != 1 && config.num_channels != 3) ||
+      static_cast<int>(config.mean.size()) != config.num_channels ||
+      static_cast<int>(config.std.size()) != config.num_channels || config.image_size <= 0)
+    throw std::invalid_argument("DataLoader: data.num_channels, mean, std or image_size inconsistent");
   m.dataset = std::move(dataset);
   m.config = config;
   m.options = options;
-  if (options.batch_size <= 0 || options.world_size <= 0 || options.rank < 0 || options.rank >= options.world_size)
-    throw std::invalid_argument("DataLoader: bad batch_size/rank/world_size");
   const int64_t n = m.dataset->size(), global = options.batch_size * options.world_size;
   m.batches = options.drop_last ? n / global : (n + global - 1) / global;
-  m.limit = static_cast<int64_t>(std::floor(config.max_bad_fraction * static_cast<double>(n)));
-  for (int i = 0; i < config.num_workers; ++i) m.workers.emplace_back([this] { impl_->worker_loop(); });
+  // The epsilon keeps 0.29 x 100 at 29, not 28.999...
+  m.limit = static_cast<int64_t>(std::floor(config.max_bad_fraction * static_cast<double>(n) + 1e-9));
+  m.depth = static_cast<size_t>(std::max(1, config.prefetch_batches));
+  try {
+    for (int i = 0; i < config.num_workers; ++i) m.workers.emplace_back([im = impl_.get()] { im->worker_loop(); });
+  } catch (...) {
+    m.stop_workers();
+    throw;
+  }
 }
 
-DataLoader::~DataLoader() {
-  {
-    std::lock_guard<std::mutex> lock(impl_->mutex);
-    impl_->stopping = true;
-  }
-  impl_->work_cv.notify_all();
-  for (auto& t : impl_->workers) t.join();
-}
+DataLoader::~DataLoader() { impl_->stop_workers(); }
 
 int64_t DataLoader::batches_per_epoch() const { return impl_->batches; }
 
 void DataLoader::start(int64_t epoch, int64_t first_batch) {
   auto& m = *impl_;
+  if (first_batch < 0) throw std::invalid_argument("DataLoader::start: negative first_batch");
+  auto order = std::make_shared<const std::vector<int64_t>>(
+      epoch_order(m.dataset->size(), m.options.seed, epoch, m.options.shuffle));
   {
     std::lock_guard<std::mutex> lock(m.mutex);
     ++m.generation;
     m.started = true;
     m.epoch = epoch;
-    m.order = std::make_shared<const std::vector<int64_t>>(
-        epoch_order(m.dataset->size(), m.options.seed, epoch, m.options.shuffle));
-    m.next_to_make = m.next_to_hand = first_batch;
-    m.in_flight = 0;
-    m.ready.clear();
+    m.order = std::move(order);
+    m.next_to_open = m.next_to_hand = first_batch;
+    m.window.clear();
   }
   m.work_cv.notify_all();
 }
 
 std::optional<Batch> DataLoader::next() {
   auto& m = *impl_;
-  Impl::Result r;
+  std::shared_ptr<Slot> s;
   {
     std::unique_lock<std::mutex> lock(m.mutex);
     if (!m.started) throw std::logic_error("DataLoader::next() before start()");
     if (m.next_to_hand >= m.batches) return std::nullopt;
-    const int64_t b = m.next_to_hand++;
     if (m.workers.empty()) {
-      auto ord = m.order;
-      const int64_t ep = m.epoch;
+      s = m.open(m.next_to_hand++);
+      const auto ord = m.order;
       lock.unlock();
-      r.batch = m.make(*ord, ep, b);
+      for (int64_t k = 0; k < s->count; ++k) m.fill(*s, *ord, k);
     } else {
-      m.ready_cv.wait(lock, [&] { return m.ready.count(b) > 0; });
-      r = std::move(m.ready.at(b));
-      m.ready.erase(b);
+      m.ready_cv.wait(lock, [&] { return !m.window.empty() && m.window.front()->done == m.window.front()->count; });
+      s = std::move(m.window.front());
+      m.window.pop_front();
+      ++m.next_to_hand;
       lock.unlock();
-      m.work_cv.notify_all();
+      m.work_cv.notify_all();  // room for one more batch
     }
   }
-  if (r.error) std::rethrow_exception(r.error);
+  if (s->error) std::rethrow_exception(s->error);
+  Batch batch;
+  batch.images = std::move(s->images);
+  batch.labels = std::move(s->labels);
+  batch.indices = std::move(s->indices);
+  batch.epoch = s->epoch;
+  batch.index = s->batch;
   if (m.options.device.is_cuda()) {
-    r.batch.images = r.batch.images.to(m.options.device, /*non_blocking=*/true);
-    r.batch.labels = r.batch.labels.to(m.options.device, /*non_blocking=*/true);
+    batch.images = batch.images.to(m.options.device, /*non_blocking=*/true);
+    batch.labels = batch.labels.to(m.options.device, /*non_blocking=*/true);
   }
-  return std::move(r.batch);
+  return batch;
 }
 
 BadImageStats DataLoader::bad_images() const { return {impl_->dataset->unreadable_count(), impl_->limit}; }

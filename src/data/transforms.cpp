@@ -20,7 +20,7 @@ uint64_t splitmix64(uint64_t& x) {
 
 uint64_t rotl(uint64_t x, int k) { return (x << k) | (x >> (64 - k)); }
 
-// Python's round(): half to even, which torchvision's int(round(...)) uses for crop sizes.
+// Python's round() (half to even, the default FP rounding mode): torchvision sizes its boxes with int(round(.)).
 int py_round(double x) { return static_cast<int>(std::nearbyint(x)); }
 
 }  // namespace
@@ -31,6 +31,7 @@ SampleRng::SampleRng(uint64_t seed) {
 }
 
 SampleRng SampleRng::for_sample(uint64_t seed, int64_t epoch, int64_t index) {
+  // Chained rather than xor-ed together, so (epoch, index) and (index, epoch) do not collide.
   uint64_t x = seed;
   uint64_t h = splitmix64(x);
   x = h ^ static_cast<uint64_t>(epoch);
@@ -40,8 +41,8 @@ SampleRng SampleRng::for_sample(uint64_t seed, int64_t epoch, int64_t index) {
 }
 
 uint64_t SampleRng::next() {
-  uint64_t result = rotl(s_[1] * 5, 7) * 9;
-  uint64_t t = s_[1] << 17;
+  const uint64_t result = rotl(s_[1] * 5, 7) * 9;
+  const uint64_t t = s_[1] << 17;
   s_[2] ^= s_[0];
   s_[3] ^= s_[1];
   s_[1] ^= s_[2];
@@ -57,32 +58,43 @@ double SampleRng::uniform(double lo, double hi) { return lo + (hi - lo) * unifor
 
 int64_t SampleRng::randint(int64_t lo, int64_t hi) {
   if (hi <= lo) return lo;
-  uint64_t span = static_cast<uint64_t>(hi - lo) + 1;
-  return lo + static_cast<int64_t>(next() % span);  // span is tiny next to 2^64: the bias is negligible
+  const uint64_t span = static_cast<uint64_t>(hi - lo) + 1;
+  if (span == 0) return static_cast<int64_t>(next());  // the full 64-bit range
+  // Lemire's multiply-and-reject: exactly uniform, and the same draws on every platform (std:: distributions
+  // are implementation-defined).
+  const uint64_t threshold = (0 - span) % span;
+  while (true) {
+    const unsigned __int128 m = static_cast<unsigned __int128>(next()) * span;
+    if (static_cast<uint64_t>(m) >= threshold) return lo + static_cast<int64_t>(m >> 64);
+  }
 }
 
 CropBox random_resized_crop_box(int width, int height, const std::vector<double>& scale,
                                 const std::vector<double>& ratio, SampleRng& rng) {
+  if (width <= 0 || height <= 0) throw std::invalid_argument("random_resized_crop_box: empty image");
+  if (scale.size() != 2 || ratio.size() != 2)
+    throw std::invalid_argument("random_resized_crop_box: scale and ratio must be [min, max]");
   const double area = static_cast<double>(width) * height;
-  const double log_lo = std::log(ratio.at(0)), log_hi = std::log(ratio.at(1));
+  const double log_lo = std::log(ratio[0]), log_hi = std::log(ratio[1]);
   for (int attempt = 0; attempt < 10; ++attempt) {
-    double target_area = area * rng.uniform(scale.at(0), scale.at(1));
-    double aspect = std::exp(rng.uniform(log_lo, log_hi));
-    int w = py_round(std::sqrt(target_area * aspect));
-    int h = py_round(std::sqrt(target_area / aspect));
+    const double target_area = area * rng.uniform(scale[0], scale[1]);
+    const double aspect = std::exp(rng.uniform(log_lo, log_hi));
+    const int w = py_round(std::sqrt(target_area * aspect));
+    const int h = py_round(std::sqrt(target_area / aspect));
     if (w > 0 && w <= width && h > 0 && h <= height) {
-      int y = static_cast<int>(rng.randint(0, height - h));
-      int x = static_cast<int>(rng.randint(0, width - w));
+      // torchvision draws the row before the column.
+      const int y = static_cast<int>(rng.randint(0, height - h));
+      const int x = static_cast<int>(rng.randint(0, width - w));
       return {x, y, w, h};
     }
   }
-  // Fallback: the whole image, cut to the nearest allowed aspect ratio, centred.
-  double in_ratio = static_cast<double>(width) / height;
+  const double in_ratio = static_cast<double>(width) / height;
+  const double min_ratio = std::min(ratio[0], ratio[1]), max_ratio = std::max(ratio[0], ratio[1]);
   int w = width, h = height;
-  if (in_ratio < ratio[0]) {
-    h = py_round(w / ratio[0]);
-  } else if (in_ratio > ratio[1]) {
-    w = py_round(h * ratio[1]);
+  if (in_ratio < min_ratio) {
+    h = py_round(w / min_ratio);
+  } else if (in_ratio > max_ratio) {
+    w = py_round(h * max_ratio);
   }
   return {(width - w) / 2, (height - h) / 2, w, h};
 }
@@ -96,10 +108,11 @@ int interpolation_flag(const std::string& name) {
 }
 
 cv::Mat train_transform(const cv::Mat& image, const DataConfig& config, SampleRng& rng) {
-  CropBox box = random_resized_crop_box(image.cols, image.rows, config.crop_scale, config.crop_ratio, rng);
+  const CropBox box = random_resized_crop_box(image.cols, image.rows, config.crop_scale, config.crop_ratio, rng);
   cv::Mat out;
-  // OpenCV's bilinear/bicubic do not antialias when shrinking (PIL does); at ImageNet scales the crops are
-  // mostly enlarged or mildly shrunk, where the two agree closely.
+  // Unlike PIL, OpenCV's bilinear and bicubic filters do not widen their support when shrinking (no
+  // antialiasing), so a crop reduced by a large factor aliases more than torchvision's. Bicubic overshoot
+  // saturates to [0, 255], as in PIL.
   cv::resize(image(cv::Rect(box.x, box.y, box.w, box.h)), out, cv::Size(config.image_size, config.image_size), 0, 0,
              interpolation_flag(config.interpolation));
   if (rng.uniform() < config.hflip_prob) cv::flip(out, out, 1);
@@ -108,9 +121,10 @@ cv::Mat train_transform(const cv::Mat& image, const DataConfig& config, SampleRn
 
 cv::Mat eval_transform(const cv::Mat& image, const DataConfig& config) {
   const int size = config.image_size;
-  // timm's eval: scale = floor(size / crop_pct) on the shorter side (256 for 224 at 0.875), then centre crop.
-  const int short_side = static_cast<int>(std::floor(size / config.eval_crop_pct + 1e-9));
-  int w = image.cols, h = image.rows;
+  const int short_side = py_round(size / config.eval_crop_pct);
+  const int w = image.cols, h = image.rows;
+  if (w <= 0 || h <= 0) throw std::invalid_argument("eval_transform: empty image");
+  // torchvision Resize(int): the long side is int(short_side * long / short), truncated.
   int nw, nh;
   if (w <= h) {
     nw = short_side;
@@ -119,38 +133,52 @@ cv::Mat eval_transform(const cv::Mat& image, const DataConfig& config) {
     nh = short_side;
     nw = static_cast<int>(static_cast<int64_t>(short_side) * w / h);
   }
-  cv::Mat resized;
-  if (nw == w && nh == h) resized = image;
-  else cv::resize(image, resized, cv::Size(nw, nh), 0, 0, interpolation_flag(config.interpolation));
-  int top = py_round((nh - size) / 2.0), left = py_round((nw - size) / 2.0);
-  if (top < 0 || left < 0) {
-    cv::Mat padded;  // smaller than the crop (crop_pct > 1 is rejected, so only from rounding): pad with zeros
-    cv::copyMakeBorder(resized, padded, std::max(0, -top), std::max(0, size - nh - std::max(0, -top)),
-                       std::max(0, -left), std::max(0, size - nw - std::max(0, -left)), cv::BORDER_CONSTANT, 0);
+  cv::Mat resized = image;
+  if (nw != w || nh != h) cv::resize(image, resized, cv::Size(nw, nh), 0, 0, interpolation_flag(config.interpolation));
+  if (nw < size || nh < size) {
+    // torchvision CenterCrop pads a too-small image with zeros, the odd pixel going right/bottom.
+    const int pw = std::max(0, size - nw), ph = std::max(0, size - nh);
+    cv::Mat padded;
+    cv::copyMakeBorder(resized, padded, ph / 2, (ph + 1) / 2, pw / 2, (pw + 1) / 2, cv::BORDER_CONSTANT,
+                       cv::Scalar::all(0));
     resized = padded;
-    top = std::max(top, 0);
-    left = std::max(left, 0);
+    nw = resized.cols;
+    nh = resized.rows;
   }
-  return resized(cv::Rect(left, top, size, size)).clone();
+  const int top = py_round((nh - size) / 2.0), left = py_round((nw - size) / 2.0);
+  return resized(cv::Rect(left, top, size, size));  // a view: normalise_into reads it row by row
 }
 
 void normalise_into(const cv::Mat& image, const std::vector<double>& mean, const std::vector<double>& std, float* dst) {
   const int c = image.channels(), h = image.rows, w = image.cols;
   if (image.depth() != CV_8U) throw std::invalid_argument("normalise_into: expected a uint8 image");
+  if (c > 4) throw std::invalid_argument("normalise_into: at most 4 channels");
   if (static_cast<int>(mean.size()) != c || static_cast<int>(std.size()) != c)
     throw std::invalid_argument("normalise_into: image has " + std::to_string(c) + " channels but mean/std have " +
                                 std::to_string(mean.size()) + "/" + std::to_string(std.size()));
-  float scale[4], bias[4];
-  for (int k = 0; k < c; ++k) {
-    scale[k] = static_cast<float>(1.0 / (255.0 * std[k]));
-    bias[k] = static_cast<float>(-mean[k] / std[k]);
-  }
+  // A table per channel, computed in double: every output is the correctly rounded (x / 255 - mean) / std, and
+  // the pixel loop is one load per value.
+  float lut[4][256];
+  for (int k = 0; k < c; ++k)
+    for (int v = 0; v < 256; ++v) lut[k][v] = static_cast<float>((v / 255.0 - mean[k]) / std[k]);
   const size_t plane = static_cast<size_t>(h) * w;
   for (int y = 0; y < h; ++y) {
     const uint8_t* row = image.ptr<uint8_t>(y);
-    for (int k = 0; k < c; ++k) {
-      float* out = dst + k * plane + static_cast<size_t>(y) * w;
-      for (int x = 0; x < w; ++x) out[x] = row[x * c + k] * scale[k] + bias[k];
+    float* out = dst + static_cast<size_t>(y) * w;
+    if (c == 1) {
+      for (int x = 0; x < w; ++x) out[x] = lut[0][row[x]];
+    } else if (c == 3) {
+      float* o0 = out;
+      float* o1 = out + plane;
+      float* o2 = out + 2 * plane;
+      for (int x = 0; x < w; ++x) {
+        o0[x] = lut[0][row[3 * x]];
+        o1[x] = lut[1][row[3 * x + 1]];
+        o2[x] = lut[2][row[3 * x + 2]];
+      }
+    } else {
+      for (int k = 0; k < c; ++k)
+        for (int x = 0; x < w; ++x) out[k * plane + x] = lut[k][row[x * c + k]];
     }
   }
 }

@@ -94,6 +94,29 @@ class MetricsLog {
   std::ofstream out_;
 };
 
+// What may change between a run and its resumption: the length (schedule), logging, checkpoint cadence, data
+// paths and workers. What may not: the model, the batch (it defines the data position) and the seed.
+void check_resumable(const CheckpointContent& info, const Config& cfg, const std::string& path) {
+  if (info.config_yaml.empty()) return;
+  Config saved;
+  try {
+    saved = load_config_from_string(info.config_yaml, path).config;
+  } catch (const ConfigError&) {
+    return;  // written by a version with other keys: the tensor checks still apply
+  }
+  auto differs = [&](bool changed, const std::string& key, const std::string& was, const std::string& now) {
+    if (changed)
+      throw CheckpointError(path + ": cannot resume with " + key + " = " + now + " (the run used " + was + ")");
+  };
+  differs(!(saved.model == cfg.model), "a different model section", "another", "this one");
+  differs(saved.train.total_batch != cfg.train.total_batch, "train.total_batch",
+          std::to_string(saved.train.total_batch), std::to_string(cfg.train.total_batch));
+  differs(saved.train.micro_batch != cfg.train.micro_batch, "train.micro_batch",
+          std::to_string(saved.train.micro_batch), std::to_string(cfg.train.micro_batch));
+  differs(saved.train.seed != cfg.train.seed, "train.seed", std::to_string(saved.train.seed),
+          std::to_string(cfg.train.seed));
+}
+
 }  // namespace
 
 int configure_threads(int requested) {
@@ -140,6 +163,7 @@ TrainResult train(const Config& cfg, TrainTask& task, DataLoader& loader, const 
   TrainResult result;
   result.total_steps = steps;
   if (auto path = resolve_resume(options.resume, run_dir.string())) {
+    check_resumable(read_checkpoint_info(*path), cfg, *path);
     CheckpointContent content = load_checkpoint(*path, task.module(), *optimizer, groups);
     task.load_extra_state(content.extra);
     state = content.state;

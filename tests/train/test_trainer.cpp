@@ -139,6 +139,48 @@ TEST(Trainer, NonFiniteLossStopsAfterSavingTheLastGoodState) {
     }
 }
 
+TEST(Trainer, ResumeRefusesAnotherBatchOrModelAndAFreshRunRefusesAnOccupiedDirectory) {
+  test::TempDir dir;
+  Config c = tiny_train_config(dir.file("run"));
+  c.schedule.max_steps = 2;
+  auto first = make_tiny_run(c);
+  train(c, *first.task, *first.loader, {"", to_yaml(c)});
+  // A fresh start in the same directory would mix two runs' checkpoints.
+  auto again = make_tiny_run(c);
+  std::string msg = test::error_of<CheckpointError>([&] { train(c, *again.task, *again.loader, {"", to_yaml(c)}); });
+  EXPECT_NE(msg.find("--resume auto"), std::string::npos) << msg;
+  Config other = c;
+  other.train.micro_batch = 4;
+  auto r = make_tiny_run(other);
+  msg = test::error_of<CheckpointError>([&] { train(other, *r.task, *r.loader, {"auto", to_yaml(other)}); });
+  EXPECT_NE(msg.find("train.micro_batch = 4 (the run used 8)"), std::string::npos) << msg;
+  // A longer schedule is fine.
+  Config longer = c;
+  longer.schedule.max_steps = 3;
+  auto l = make_tiny_run(longer);
+  EXPECT_EQ(train(longer, *l.task, *l.loader, {"auto", to_yaml(longer)}).step, 3);
+}
+
+TEST(Trainer, Bf16AutocastOnCpuTrains) {
+  test::TempDir dir;
+  Config c = tiny_train_config(dir.file("run"));
+  c.train.precision = "bf16";
+  c.schedule.max_steps = 3;
+  auto run = make_tiny_run(c);
+  TrainResult r = train(c, *run.task, *run.loader, {});
+  EXPECT_EQ(r.step, 3);
+  EXPECT_TRUE(std::isfinite(r.last_metrics.at("loss")));
+  for (const auto& p : run.task->model()->parameters()) EXPECT_EQ(p.scalar_type(), torch::kFloat32);
+  // Autocast really ran: the first loss is close to, but not bit-equal with, the fp32 run's.
+  Config f = c;
+  f.train.precision = "fp32";
+  f.train.output_dir = dir.file("fp32");
+  auto ref = make_tiny_run(f);
+  train(f, *ref.task, *ref.loader, {});
+  EXPECT_NE(run.task->losses[0], ref.task->losses[0]);
+  EXPECT_NEAR(run.task->losses[0], ref.task->losses[0], 0.05);
+}
+
 TEST(Trainer, ResumeRejectsAMissingCheckpoint) {
   test::TempDir dir;
   Config c = tiny_train_config(dir.file("run"));

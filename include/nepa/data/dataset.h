@@ -34,6 +34,8 @@ class Dataset {
   virtual cv::Mat load(int64_t index, int channels) const = 0;
   // What to name in messages: the file path, or "<dataset>[index]".
   virtual std::string describe(int64_t index) const = 0;
+  // The whole set, for messages: the folder of an ImageFolder, "fashion_mnist <split>", ...
+  virtual std::string describe_set() const { return "the dataset"; }
 
   // Unreadable samples met by any loader of this dataset (train loop and k-NN loaders share it), so a bad file
   // is decoded, logged and counted once per run, not once per epoch or per loader. Thread-safe.
@@ -49,7 +51,8 @@ class Dataset {
 
 // ImageNet layout: <root>/<class>/<image>, class index = position of the folder name in sorted order.
 // Extensions .jpg .jpeg .png .webp .bmp (any case). `file_list` (optional) restricts the set to the listed
-// "<class>/<file>" paths, one per line. Throws DataError if root is missing or holds no class folder.
+// "<class>/<file>" paths, one per line (a listed file that is not there is an error). Throws DataError if root is
+// missing or holds no class folder.
 std::shared_ptr<Dataset> make_image_folder(const std::string& root, const std::string& file_list = "");
 
 // Fashion-MNIST split "train" | "test"; root empty = kDefaultFashionMnistRoot.
