@@ -1,9 +1,8 @@
 // nepa_pretrain: NEPA pretraining from a YAML config. Wiring only; the loop is nepa::train.
 //   nepa_pretrain --config configs/pretrain/vitb.yaml --set data.root=/data/imagenet [--resume auto]
+// Multi-process: torchrun --no-python --nproc_per_node N nepa_pretrain ..., or srun (one task per GPU).
 // Exit codes: 0 done or stopped by a signal (checkpoint written), 2 config error, 3 diverged, 1 other errors.
 #include <CLI/CLI.hpp>
-#include <spdlog/sinks/basic_file_sink.h>
-#include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/spdlog.h>
 #include <torch/torch.h>
 
@@ -16,25 +15,13 @@
 #include "nepa/model/vit_nepa.h"
 #include "nepa/train/checkpoint.h"
 #include "nepa/train/pretrain_task.h"
+#include "nepa/train/runtime.h"
 #include "nepa/train/trainer.h"
 
 namespace fs = std::filesystem;
 using namespace nepa;
 
 namespace {
-
-void setup_logging(const Config& cfg, bool to_file) {
-  std::vector<spdlog::sink_ptr> sinks{std::make_shared<spdlog::sinks::stdout_color_sink_mt>()};
-  if (to_file) {
-    fs::create_directories(cfg.train.output_dir);
-    sinks.push_back(std::make_shared<spdlog::sinks::basic_file_sink_mt>(
-        (fs::path(cfg.train.output_dir) / "train.log").string()));
-  }
-  auto logger = std::make_shared<spdlog::logger>("nepa", sinks.begin(), sinks.end());
-  logger->set_pattern("[%Y-%m-%d %H:%M:%S] %^%l%$ %v");
-  logger->set_level(spdlog::level::from_str(cfg.log.level));
-  spdlog::set_default_logger(logger);
-}
 
 int run(const LoadedConfig& loaded, const std::string& resume, bool dry_run) {
   const Config& cfg = loaded.config;
@@ -45,13 +32,10 @@ int run(const LoadedConfig& loaded, const std::string& resume, bool dry_run) {
               << (cfg.model.image_size / cfg.model.patch_size) * (cfg.model.image_size / cfg.model.patch_size)
               << " patches + CLS)\n"
               << "# accumulation: " << cfg.train.total_batch / cfg.train.micro_batch << " micro-batches of "
-              << cfg.train.micro_batch << " per optimizer step\n";
+              << cfg.train.micro_batch << " per optimizer step (divided among the processes of a launch)\n";
     return 0;
   }
-  validate_for_training(cfg, loaded.origins);
-  setup_logging(cfg, true);
-  const int threads = configure_threads(cfg.train.threads);
-  const torch::Device device = parse_device(cfg.train.device);
+  Runtime rt = start_runtime(loaded);
   torch::manual_seed(cfg.train.seed);
 
   auto train_set = make_dataset(cfg.data, cfg.data.split);
@@ -61,22 +45,24 @@ int run(const LoadedConfig& loaded, const std::string& resume, bool dry_run) {
     knn_queries = make_dataset(cfg.data, cfg.data.eval_split);
   }
   spdlog::info("data: {} '{}' {} images ({} workers), device {}, {} threads", cfg.data.dataset, cfg.data.split,
-               train_set->size(), cfg.data.num_workers, device.str(), threads);
+               train_set->size(), cfg.data.num_workers, rt.device.str(), rt.threads);
 
   LoaderOptions opts;
   opts.batch_size = cfg.train.micro_batch;
   opts.seed = static_cast<uint64_t>(cfg.train.seed);
-  opts.device = device;
+  opts.device = rt.device;
+  opts.rank = rt.launch.rank;
+  opts.world_size = rt.launch.world_size;
   DataLoader loader(train_set, cfg.data, opts);
 
   ViTNepaModel model(cfg.model);
-  model->to(device);
+  model->to(rt.device);
   spdlog::info("model: {} parameters, {} blocks, width {}, {}", count_parameters(*model), cfg.model.num_hidden_layers,
                cfg.model.hidden_size, cfg.model.is_causal ? "causal" : "bidirectional");
-  NepaPretrainTask task(cfg, model, knn_memory, knn_queries, device);
+  NepaPretrainTask task(cfg, model, knn_memory, knn_queries, rt.device, rt.comm_ptr());
 
-  save_config(cfg, (fs::path(cfg.train.output_dir) / "config.yaml").string());
-  TrainResult result = train(cfg, task, loader, TrainOptions{resume, to_yaml(cfg)});
+  if (rt.is_main()) save_config(cfg, (fs::path(cfg.train.output_dir) / "config.yaml").string());
+  TrainResult result = train(cfg, task, loader, TrainOptions{resume, to_yaml(cfg), rt.comm_ptr()});
 
   if (result.status == TrainResult::Status::kInterrupted) {
     spdlog::info("stopped at step {}/{}; continue with --resume auto (checkpoint {})", result.step, result.total_steps,
@@ -112,19 +98,5 @@ int main(int argc, char** argv) {
   CLI11_PARSE(app, argc, argv);
   if (!output_dir.empty()) sets.push_back("train.output_dir=" + output_dir);
   spdlog::set_pattern("[%Y-%m-%d %H:%M:%S] %^%l%$ %v");
-  try {
-    return run(load_config(config_path, sets), resume, dry_run);
-  } catch (const ConfigError& e) {
-    std::cerr << e.what() << "\n";
-    return 2;
-  } catch (const TrainingDiverged& e) {
-    spdlog::error("diverged: {}", e.what());
-    return 3;
-  } catch (const c10::Error& e) {
-    spdlog::error("{}", e.what_without_backtrace());
-    return 1;
-  } catch (const std::exception& e) {
-    spdlog::error("{}", e.what());
-    return 1;
-  }
+  return guarded_main([&] { return run(load_config(config_path, sets), resume, dry_run); });
 }

@@ -4,6 +4,11 @@
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
 #include <filesystem>
 #include <fstream>
 #include <random>
@@ -64,6 +69,24 @@ inline ModelConfig tiny_model_config() {
   c.intermediate_size = 64;
   c.qk_norm_affine = true;
   return c;
+}
+
+// A TCP port that was free a moment ago (the kernel's pick for port 0), for rendezvous in tests that may run
+// in parallel.
+inline int free_port() {
+  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  addr.sin_port = 0;
+  socklen_t len = sizeof(addr);
+  if (fd < 0 || ::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0 ||
+      ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) != 0) {
+    if (fd >= 0) ::close(fd);
+    throw std::runtime_error("free_port: no socket");
+  }
+  ::close(fd);
+  return ntohs(addr.sin_port);
 }
 
 inline std::string source_path(const std::string& rel) { return std::string(NEPA_SOURCE_DIR) + "/" + rel; }

@@ -300,6 +300,7 @@ void validate(const Config& cfg, const ConfigOrigins& origins) {
             "expected auto, nccl or gloo, got '" + di.backend + "'");
   c.require(di.timeout_s > 0, "dist.timeout_s", "must be positive");
   c.require(di.bucket_mb > 0, "dist.bucket_mb", "must be positive");
+  c.require(di.master_port > 0 && di.master_port < 65536, "dist.master_port", "must be a TCP port (1-65535)");
 
   const auto& l = cfg.log;
   c.require(l.log_every > 0, "log.log_every", "must be positive");
@@ -313,8 +314,12 @@ void validate(const Config& cfg, const ConfigOrigins& origins) {
   c.require(e.knn_eval_samples >= 0, "eval.knn_eval_samples", "must be >= 0 (0 = all)");
 }
 
-void validate_for_training(const Config& cfg, const ConfigOrigins& origins) {
+void validate_for_training(const Config& cfg, const ConfigOrigins& origins, int world_size) {
   Checker c{&origins, ""};
+  const auto& t = cfg.train;
+  c.require(t.total_batch % (t.micro_batch * world_size) == 0, "train.total_batch",
+            std::to_string(t.total_batch) + " is not a multiple of train.micro_batch " + std::to_string(t.micro_batch) +
+                " x " + std::to_string(world_size) + " processes");
   c.require(cfg.data.dataset != "image_folder" || !cfg.data.root.empty(), "data.root",
             "required for dataset image_folder: set it in the config or with --set data.root=/path/to/dataset");
 }

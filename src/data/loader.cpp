@@ -45,7 +45,8 @@ struct DataLoader::Impl {
   DataConfig config;
   LoaderOptions options;
   int64_t batches = 0;
-  int64_t limit = 0;
+  int64_t used = 0;  // positions of the epoch order served: the dataset size or LoaderOptions::limit
+  int64_t bad_limit = 0;  // unreadable images tolerated
   size_t depth = 1;
 
   std::mutex mutex;
@@ -61,7 +62,7 @@ struct DataLoader::Impl {
 
   std::shared_ptr<Slot> open(int64_t b) const {
     auto s = std::make_shared<Slot>();
-    const int64_t n = dataset->size();
+    const int64_t n = used;
     const int64_t first = b * options.batch_size * options.world_size + options.rank * options.batch_size;
     s->epoch = epoch;
     s->batch = b;
@@ -92,11 +93,11 @@ struct DataLoader::Impl {
         const bool first_time = dataset->mark_unreadable(index);
         const int64_t count = dataset->unreadable_count();
         if (first_time)
-          spdlog::warn("data: skipping unreadable image {} ({} so far, limit {})", e.what(), count, limit);
-        if (count > limit)
+          spdlog::warn("data: skipping unreadable image {} ({} so far, limit {})", e.what(), count, bad_limit);
+        if (count > bad_limit)
           throw DataError(fmt::format("data: {} unreadable images in {} (limit {} = data.max_bad_fraction {} x {} "
                                       "images); last: {}",
-                                      count, dataset->describe_set(), limit, config.max_bad_fraction, n, e.what()));
+                                      count, dataset->describe_set(), bad_limit, config.max_bad_fraction, n, e.what()));
       }
     }
     throw DataError("data: no readable image in " + dataset->describe_set());
@@ -188,9 +189,11 @@ DataLoader::DataLoader(std::shared_ptr<const Dataset> dataset, const DataConfig&
   m.config = config;
   m.options = options;
   const int64_t n = m.dataset->size(), global = options.batch_size * options.world_size;
-  m.batches = options.drop_last ? n / global : (n + global - 1) / global;
+  if (options.limit < 0) throw std::invalid_argument("DataLoader: negative limit");
+  m.used = options.limit > 0 ? std::min(options.limit, n) : n;
+  m.batches = options.drop_last ? m.used / global : (m.used + global - 1) / global;
   // The epsilon keeps 0.29 x 100 at 29, not 28.999...
-  m.limit = static_cast<int64_t>(std::floor(config.max_bad_fraction * static_cast<double>(n) + 1e-9));
+  m.bad_limit = static_cast<int64_t>(std::floor(config.max_bad_fraction * static_cast<double>(n) + 1e-9));
   m.depth = static_cast<size_t>(std::max(1, config.prefetch_batches));
   try {
     for (int i = 0; i < config.num_workers; ++i) m.workers.emplace_back([im = impl_.get()] { im->worker_loop(); });
@@ -256,7 +259,7 @@ std::optional<Batch> DataLoader::next() {
   return batch;
 }
 
-BadImageStats DataLoader::bad_images() const { return {impl_->dataset->unreadable_count(), impl_->limit}; }
+BadImageStats DataLoader::bad_images() const { return {impl_->dataset->unreadable_count(), impl_->bad_limit}; }
 
 const Dataset& DataLoader::dataset() const { return *impl_->dataset; }
 

@@ -6,25 +6,29 @@
 
 namespace nepa {
 
-Features extract_features(ViTNepaModel& model, DataLoader& loader, int64_t max_samples) {
+Features extract_features(ViTNepaModel& model, DataLoader& loader) {
   const bool was_training = model->is_training();
   model->eval();
   torch::NoGradGuard no_grad;
-  std::vector<torch::Tensor> mean, last, labels;
-  int64_t n = 0;
+  const int64_t d = model->config().hidden_size;
+  std::vector<torch::Tensor> mean{torch::empty({0, d})}, last{torch::empty({0, d})},
+      labels{torch::empty({0}, torch::kInt64)};
   while (auto batch = loader.next()) {
+    if (batch->images.size(0) == 0) continue;  // a rank's share of the last, partial batch may be empty
     torch::Tensor h = model->forward(batch->images).last_hidden_state.to(torch::kFloat32);
-    int64_t take = batch->images.size(0);
-    if (max_samples > 0) take = std::min(take, max_samples - n);
-    mean.push_back(h.narrow(1, 1, h.size(1) - 1).mean(1).narrow(0, 0, take).cpu());
-    last.push_back(h.select(1, h.size(1) - 1).narrow(0, 0, take).cpu());
-    labels.push_back(batch->labels.narrow(0, 0, take).cpu());
-    n += take;
-    if (max_samples > 0 && n >= max_samples) break;
+    mean.push_back(h.narrow(1, 1, h.size(1) - 1).mean(1).cpu());
+    last.push_back(h.select(1, h.size(1) - 1).cpu());
+    labels.push_back(batch->labels.cpu());
   }
   if (was_training) model->train();
-  if (n == 0) throw std::runtime_error("k-NN: the loader yielded no images");
   return {torch::cat(mean), torch::cat(last), torch::cat(labels)};
+}
+
+Features all_gather(dist::Comm& comm, const Features& local) {
+  Features all{comm.all_gather_rows(local.mean_pooled), comm.all_gather_rows(local.last_token),
+               comm.all_gather_rows(local.labels)};
+  if (all.labels.size(0) == 0) throw std::runtime_error("k-NN: the loaders yielded no images");
+  return all;
 }
 
 double knn_top1(const torch::Tensor& memory, const torch::Tensor& memory_labels, const torch::Tensor& queries,

@@ -12,9 +12,10 @@
 namespace nepa {
 
 NepaPretrainTask::NepaPretrainTask(const Config& config, ViTNepaModel model, std::shared_ptr<const Dataset> knn_memory,
-                                   std::shared_ptr<const Dataset> knn_queries, torch::Device device)
+                                   std::shared_ptr<const Dataset> knn_queries, torch::Device device,
+                                   dist::Comm* comm)
     : config_(config), model_(std::move(model)), knn_memory_(std::move(knn_memory)),
-      knn_queries_(std::move(knn_queries)), device_(device) {}
+      knn_queries_(std::move(knn_queries)), device_(device), comm_(comm) {}
 
 std::vector<ParamGroup> NepaPretrainTask::param_groups() { return decay_groups(*model_, config_.optim.weight_decay); }
 
@@ -26,21 +27,27 @@ StepOutput NepaPretrainTask::forward(const Batch& batch) {
 std::vector<std::pair<std::string, double>> NepaPretrainTask::evaluate(int64_t /*step*/) {
   if (config_.eval.knn_k <= 0 || !knn_memory_ || !knn_queries_) return {};
   auto t0 = std::chrono::steady_clock::now();
+  dist::Comm single;
+  dist::Comm& comm = comm_ ? *comm_ : single;
   LoaderOptions opts;
   opts.batch_size = std::max(config_.train.micro_batch, 256);
   opts.train = false;
   opts.drop_last = false;
   opts.seed = static_cast<uint64_t>(config_.train.seed);
   opts.device = device_;
+  opts.rank = comm.rank();
+  opts.world_size = comm.world_size();
   // A fixed random subset when limited (ImageFolder order is sorted by class), the full split otherwise.
-  opts.shuffle = config_.eval.knn_train_samples > 0;
+  opts.limit = config_.eval.knn_train_samples;
+  opts.shuffle = opts.limit > 0;
   DataLoader memory_loader(knn_memory_, config_.data, opts);
   memory_loader.start(0);
-  Features memory = extract_features(model_, memory_loader, config_.eval.knn_train_samples);
-  opts.shuffle = config_.eval.knn_eval_samples > 0;
+  Features memory = all_gather(comm, extract_features(model_, memory_loader));
+  opts.limit = config_.eval.knn_eval_samples;
+  opts.shuffle = opts.limit > 0;
   DataLoader query_loader(knn_queries_, config_.data, opts);
   query_loader.start(0);
-  Features queries = extract_features(model_, query_loader, config_.eval.knn_eval_samples);
+  Features queries = all_gather(comm, extract_features(model_, query_loader));
   const int classes = std::max(knn_memory_->num_classes(), 1);
   const int k = static_cast<int>(std::min<int64_t>(config_.eval.knn_k, memory.labels.size(0)));
   double mean_top1 = knn_top1(memory.mean_pooled, memory.labels, queries.mean_pooled, queries.labels, k, classes);

@@ -13,6 +13,7 @@
 #include <fstream>
 #include <thread>
 
+#include "nepa/dist/grad_sync.h"
 #include "nepa/io/atomic_file.h"
 #include "nepa/train/checkpoint.h"
 #include "nepa/train/signals.h"
@@ -119,12 +120,16 @@ void check_resumable(const CheckpointContent& info, const Config& cfg, const std
 
 }  // namespace
 
-int configure_threads(int requested) {
+int configure_threads(int requested, int processes_per_node) {
   int n = requested;
   if (n <= 0) {
     // The cores this process may run on (cgroup/taskset aware), not the machine's.
     cpu_set_t set;
-    n = sched_getaffinity(0, sizeof(set), &set) == 0 ? CPU_COUNT(&set) : static_cast<int>(std::thread::hardware_concurrency());
+    const int online = std::max(static_cast<int>(std::thread::hardware_concurrency()), 1);
+    n = sched_getaffinity(0, sizeof(set), &set) == 0 ? CPU_COUNT(&set) : online;
+    // torchrun starts a node's processes with the whole machine each: split it, or they fight. A launcher that
+    // already bound this process to its share (srun --cpus-per-task) left a smaller mask: keep it whole.
+    if (n >= online) n /= std::max(processes_per_node, 1);
     n = std::max(n, 1);
   }
   torch::set_num_threads(n);
@@ -139,9 +144,15 @@ torch::Device parse_device(const std::string& device) {
 }
 
 TrainResult train(const Config& cfg, TrainTask& task, DataLoader& loader, const TrainOptions& options) {
+  dist::Comm single;
+  dist::Comm& comm = options.comm ? *options.comm : single;
+  const bool main_rank = comm.is_main();
   const fs::path run_dir = cfg.train.output_dir;
   fs::create_directories(run_dir);
-  const int world_size = 1;
+  const int world_size = comm.world_size();
+  if (cfg.train.total_batch % (cfg.train.micro_batch * world_size) != 0)
+    throw std::runtime_error(fmt::format("train.total_batch {} is not a multiple of train.micro_batch {} x {} processes",
+                                         cfg.train.total_batch, cfg.train.micro_batch, world_size));
   const int64_t accum = cfg.train.total_batch / (cfg.train.micro_batch * world_size);
   const int64_t micro_per_epoch = loader.batches_per_epoch() / accum * accum;
   const int64_t steps_per_epoch = micro_per_epoch / accum;
@@ -176,19 +187,38 @@ TrainResult train(const Config& cfg, TrainTask& task, DataLoader& loader, const 
                           "--output-dir");
   }
   const bool resumed = state.step > 0 || !result.checkpoint.empty();
-  MetricsLog metrics(run_dir / "metrics.jsonl", cfg.log.jsonl, resumed ? state.step : -1);
+  MetricsLog metrics(run_dir / "metrics.jsonl", cfg.log.jsonl && main_rank, resumed ? state.step : -1);
+
+  // Every replica starts from rank 0's weights (a fresh init may differ per rank; a resumed one may not, but
+  // one broadcast is cheaper than trusting a shared filesystem).
+  std::vector<torch::Tensor> replicated = task.module().parameters();
+  for (const auto& b : task.module().buffers()) replicated.push_back(b);
+  dist::broadcast_module_state(comm, replicated);
+  std::vector<torch::Tensor> trained;
+  for (const auto& p : all_params)
+    if (p.requires_grad()) trained.push_back(p);
+  dist::GradSync grad_sync(comm, trained, cfg.dist.bucket_mb);
 
   const bool autocast = cfg.train.precision == "bf16";
   const c10::DeviceType device_type = torch::Device(cfg.train.device).type();
-  spdlog::info("training: {} steps ({} per epoch, {} micro-batches of {} x accumulation {}), lr {:.3g} peak, {} warmup",
-               steps, steps_per_epoch, micro_per_epoch, cfg.train.micro_batch, accum,
+  spdlog::info("training: {} steps ({} per epoch, {} micro-batches of {} x accumulation {} x {} processes), lr {:.3g} "
+               "peak, {} warmup",
+               steps, steps_per_epoch, micro_per_epoch, cfg.train.micro_batch, accum, world_size,
                scaled_lr(cfg.optim, cfg.train.total_batch),
                static_cast<int64_t>(std::ceil(cfg.schedule.warmup_fraction * steps)));
+  if (world_size > 1)
+    spdlog::info("data parallel: {} processes ({}), {} gradient buckets of <= {} MB", world_size, comm.backend(),
+                 grad_sync.num_buckets(), cfg.dist.bucket_mb);
 
+  // Only rank 0 writes; the others know the file by name (all ranks hold the same state).
   auto save = [&]() {
-    result.checkpoint = checkpoints.save(task.module(), *optimizer, groups, state, options.config_yaml,
-                                         task.extra_state());
-    spdlog::info("checkpoint: {}", result.checkpoint);
+    if (main_rank) {
+      result.checkpoint = checkpoints.save(task.module(), *optimizer, groups, state, options.config_yaml,
+                                           task.extra_state());
+      spdlog::info("checkpoint: {}", result.checkpoint);
+    } else {
+      result.checkpoint = checkpoints.path_for_step(state.step);
+    }
   };
   auto evaluate = [&]() {
     auto figures = task.evaluate(state.step);
@@ -210,7 +240,7 @@ TrainResult train(const Config& cfg, TrainTask& task, DataLoader& loader, const 
 
   // ---- the loop -----------------------------------------------------------------------------------------------
   auto interval_start = Clock::now();
-  double interval_data_wait = 0.0;
+  double interval_data_wait = 0.0, interval_comm_wait = 0.0;
   int64_t interval_images = 0, interval_steps = 0;
   while (state.step < steps) {
     const TrainState before = state;
@@ -234,6 +264,7 @@ TrainResult train(const Config& cfg, TrainTask& task, DataLoader& loader, const 
         AutocastScope scope(autocast, device_type);
         out = task.forward(*batch);
       }
+      grad_sync.begin(/*sync=*/micro == accum - 1);
       (out.loss / static_cast<double>(accum)).backward();
       torch::Tensor l = out.loss.detach();
       loss_sum = loss_sum.defined() ? loss_sum + l : l;
@@ -241,9 +272,22 @@ TrainResult train(const Config& cfg, TrainTask& task, DataLoader& loader, const 
         for (const auto& m : out.metrics) sums.emplace_back(m.first, m.second.detach().to(torch::kFloat64));
       else
         for (size_t i = 0; i < out.metrics.size() && i < sums.size(); ++i) sums[i].second += out.metrics[i].second;
-      interval_images += batch->images.size(0);
+      interval_images += batch->images.size(0) * world_size;
     }
-    const double loss = loss_sum.item<double>() / static_cast<double>(accum);
+    grad_sync.finish();
+    interval_comm_wait += grad_sync.last_wait_seconds();
+
+    // One small all-reduce per step makes the loss, the metrics and the decision to stop global: every rank
+    // takes the same branch below, so none is left waiting in a collective the others skipped.
+    std::vector<double> step_values = {loss_sum.item<double>() / static_cast<double>(accum)};
+    for (const auto& [k, v] : sums) step_values.push_back(v.item<double>() / static_cast<double>(accum));
+    step_values.push_back(stop_requested() ? 1.0 : 0.0);
+    if (world_size > 1) {
+      step_values = comm.all_reduce(step_values);
+      for (size_t i = 0; i + 1 < step_values.size(); ++i) step_values[i] /= world_size;
+    }
+    const double loss = step_values[0];
+    const bool stop_agreed = step_values.back() > 0;
     if (!std::isfinite(loss)) {
       // Parameters and moments are still those of the last good step: save them, then stop.
       optimizer->zero_grad();
@@ -275,26 +319,36 @@ TrainResult train(const Config& cfg, TrainTask& task, DataLoader& loader, const 
       double eta = (steps - state.step) * secs / static_cast<double>(interval_steps);
       std::vector<std::pair<std::string, double>> values = {{"epoch", static_cast<double>(state.epoch)},
                                                              {"loss", loss}};
-      for (const auto& [k, v] : sums) values.emplace_back(k, v.item<double>() / static_cast<double>(accum));
+      for (size_t i = 0; i < sums.size(); ++i) values.emplace_back(sums[i].first, step_values[1 + i]);
       values.insert(values.end(), {{"lr", lr}, {"grad_norm", gnorm}, {"img_per_s", img_s},
                                    {"data_wait", interval_data_wait / secs}});
       std::string extras;
       for (size_t i = 2; i < 2 + sums.size(); ++i) extras += fmt::format(" {} {:.4f}", values[i].first, values[i].second);
-      spdlog::info("step {}/{} ep {} loss {:.4f}{} lr {:.3e} gnorm {:.3f} {:.0f} img/s data {:.0f}% ETA {}",
+      std::string comm_share;
+      if (world_size > 1) {
+        values.emplace_back("comm_wait", interval_comm_wait / secs);
+        comm_share = fmt::format(" comm {:.0f}%", 100.0 * interval_comm_wait / secs);
+      }
+      spdlog::info("step {}/{} ep {} loss {:.4f}{} lr {:.3e} gnorm {:.3f} {:.0f} img/s data {:.0f}%{} ETA {}",
                    state.step, steps, state.epoch, loss, extras, lr, gnorm, img_s,
-                   100.0 * interval_data_wait / secs, format_duration(eta));
+                   100.0 * interval_data_wait / secs, comm_share, format_duration(eta));
       metrics.write("train", state.step, values);
       result.last_metrics.clear();
       for (const auto& v : values) result.last_metrics[v.first] = v.second;
       interval_start = Clock::now();
-      interval_data_wait = 0.0;
+      interval_data_wait = interval_comm_wait = 0.0;
       interval_images = interval_steps = 0;
     }
 
-    if (int sig = stop_requested()) {
-      spdlog::warn("{} received: stopping after step {}", signal_name(sig), state.step);
+    // A single process stops after the step in which the signal came; a group after the step in which some rank
+    // had seen it (at the latest one step later), since that is what the ranks have agreed on.
+    if (world_size > 1 ? stop_agreed : stop_requested() != 0) {
+      const int sig = stop_requested();
+      spdlog::warn("{} received: stopping after step {}", sig ? signal_name(sig) : "stop (from another rank)",
+                   state.step);
       save();
       clear_stop_request();
+      comm.barrier();  // rank 0's checkpoint is on disk before any rank reports success
       result.status = TrainResult::Status::kInterrupted;
       result.stop_signal = sig;
       result.step = state.step;
@@ -308,8 +362,11 @@ TrainResult train(const Config& cfg, TrainTask& task, DataLoader& loader, const 
   if (result.checkpoint != checkpoints.path_for_step(state.step)) save();
   evaluate();
   result.export_dir = (run_dir / "final").string();
-  task.export_final(result.export_dir);
-  spdlog::info("exported {}", result.export_dir);
+  if (main_rank) {
+    task.export_final(result.export_dir);
+    spdlog::info("exported {}", result.export_dir);
+  }
+  comm.barrier();
   result.step = state.step;
   return result;
 }

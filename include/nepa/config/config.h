@@ -210,12 +210,17 @@ struct DistConfig {
   std::string backend = "auto";
   int timeout_s = 1800;
   double bucket_mb = 25.0;
+  std::string master_addr;
+  int master_port = 29500;
 
   template <class Self, class V>
   static void visit(Self& self, V& v) {
     v("backend", self.backend, "auto (nccl on CUDA, gloo on CPU) | nccl | gloo");
     v("timeout_s", self.timeout_s, "collective timeout; a dead rank ends the others after it");
     v("bucket_mb", self.bucket_mb, "gradient all-reduce bucket size in MB");
+    v("master_addr", self.master_addr,
+      "rendezvous host when the launcher does not set MASTER_ADDR (empty: SLURM's first node, else 127.0.0.1)");
+    v("master_port", self.master_port, "rendezvous port when the launcher does not set MASTER_PORT");
   }
 };
 
@@ -297,8 +302,9 @@ void validate(const Config& config, const ConfigOrigins& origins = {});
 void validate(const ModelConfig& model, const std::string& where, const std::string& prefix = "model.");
 
 // Keys that may stay unset while a config is only inspected (--dry-run, nepa_tool config) but are needed to
-// train: data.root for image_folder. Throws ConfigError naming the key and the file that should set it.
-void validate_for_training(const Config& config, const ConfigOrigins& origins = {});
+// train: data.root for image_folder; and train.total_batch divisible by micro_batch x `world_size` processes.
+// Throws ConfigError naming the key and the file that should set it.
+void validate_for_training(const Config& config, const ConfigOrigins& origins = {}, int world_size = 1);
 
 // The fully merged config as YAML, each key followed by its doc comment; load_config reads it back unchanged.
 std::string to_yaml(const Config& config);

@@ -33,6 +33,9 @@ struct LoaderOptions {
   // takes samples [r * batch_size, (r + 1) * batch_size) of each. Every rank sees the same batch count.
   int rank = 0;
   int world_size = 1;
+  // Only the first `limit` positions of each epoch's order are served (0 = all): a fixed random subset with
+  // shuffle, the head of the dataset without. Sharding applies within them.
+  int64_t limit = 0;
   torch::Device device = torch::kCPU;  // CUDA: batches assembled in pinned memory and copied non-blocking
 };
 

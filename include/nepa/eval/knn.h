@@ -8,6 +8,7 @@
 #include <cstdint>
 
 #include "nepa/data/loader.h"
+#include "nepa/dist/comm.h"
 #include "nepa/model/vit_nepa.h"
 
 namespace nepa {
@@ -18,9 +19,12 @@ struct Features {
   torch::Tensor labels;       // int64 [N], CPU
 };
 
-// Runs `model` in eval mode (no grad) over the loader's current epoch, up to `max_samples` (0 = all), and
-// restores the module's training flag afterwards.
-Features extract_features(ViTNepaModel& model, DataLoader& loader, int64_t max_samples = 0);
+// Runs `model` in eval mode (no grad) over the loader's current epoch (LoaderOptions::limit bounds it; a
+// sharded loader gives this rank's share), and restores the module's training flag afterwards.
+Features extract_features(ViTNepaModel& model, DataLoader& loader);
+
+// Every rank's features, concatenated in rank order, on every rank (identity for a world of one).
+Features all_gather(dist::Comm& comm, const Features& local);
 
 // Top-1 accuracy in [0, 1] of the k-NN classifier with `memory` as the labelled set. Queries are scored in
 // chunks so the similarity matrix never exceeds chunk x N_memory.

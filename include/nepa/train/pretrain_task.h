@@ -13,9 +13,10 @@ namespace nepa {
 
 class NepaPretrainTask : public TrainTask {
  public:
-  // `knn_memory` / `knn_queries` may be null (no k-NN). `device` is where the model lives.
+  // `knn_memory` / `knn_queries` may be null (no k-NN). `device` is where the model lives. With `comm`, every
+  // rank extracts features for its shard of the k-NN sets and all ranks report the same figures.
   NepaPretrainTask(const Config& config, ViTNepaModel model, std::shared_ptr<const Dataset> knn_memory,
-                   std::shared_ptr<const Dataset> knn_queries, torch::Device device);
+                   std::shared_ptr<const Dataset> knn_queries, torch::Device device, dist::Comm* comm = nullptr);
 
   torch::nn::Module& module() override { return *model_; }
   std::vector<ParamGroup> param_groups() override;
@@ -30,6 +31,7 @@ class NepaPretrainTask : public TrainTask {
   ViTNepaModel model_;
   std::shared_ptr<const Dataset> knn_memory_, knn_queries_;
   torch::Device device_;
+  dist::Comm* comm_;
 };
 
 }  // namespace nepa

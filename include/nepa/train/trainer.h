@@ -14,6 +14,7 @@
 
 #include "nepa/config/config.h"
 #include "nepa/data/loader.h"
+#include "nepa/dist/comm.h"
 #include "nepa/train/optim.h"
 #include "nepa/train/schedule.h"
 
@@ -53,6 +54,10 @@ class TrainingDiverged : public std::runtime_error {
 struct TrainOptions {
   std::string resume;       // "", "auto", or a checkpoint file / run directory (see resolve_resume)
   std::string config_yaml;  // effective config, stored in checkpoints
+  // The data-parallel group (null = a single process). Every rank runs train() with its shard of the data
+  // (LoaderOptions::rank / world_size); gradients are averaged over ranks, logged figures are global, and
+  // only rank 0 logs progress, writes metrics.jsonl, checkpoints and the export.
+  dist::Comm* comm = nullptr;
 };
 
 struct TrainResult {
@@ -71,9 +76,9 @@ struct TrainResult {
 // train.micro_batch). The run directory is train.output_dir. Throws TrainingDiverged, DataError, CheckpointError.
 TrainResult train(const Config& config, TrainTask& task, DataLoader& loader, const TrainOptions& options);
 
-// Threads for LibTorch's intra-op pool (train.threads; 0 = the cores this process may use) and the device.
-// Returns the number of threads set.
-int configure_threads(int requested);
+// Threads for LibTorch's intra-op pool (train.threads; 0 = the cores this process may use, shared among the
+// `processes_per_node` processes of a multi-process run on this node). Returns the number of threads set.
+int configure_threads(int requested, int processes_per_node = 1);
 torch::Device parse_device(const std::string& device);
 
 }  // namespace nepa

@@ -1,0 +1,80 @@
+// The process group of a data-parallel run, on PyTorch's own c10d engine: a TCPStore rendezvous, then Gloo
+// (CPU tensors) or NCCL (one GPU per process). A world of one opens nothing and every collective returns at
+// once, so the training loop calls the same code with and without a launcher.
+//
+// Every collective must be called in the same order on every rank (c10d's rule). A failure (a peer that exited,
+// crashed or went silent for dist.timeout_s) surfaces as DistError naming this rank and, when the failing rank
+// managed to say so, that rank and its error.
+#pragma once
+
+#include <torch/types.h>
+
+#include <chrono>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "nepa/dist/launch.h"
+
+namespace nepa::dist {
+
+class Comm {
+ public:
+  // A world of one.
+  Comm();
+  // Joins the group: rank 0 serves the TCPStore at launch.master_addr:master_port (unless torchrun's agent
+  // already does), every rank connects, then the `backend` ("gloo" | "nccl") process group is formed.
+  // Blocks until all launch.world_size ranks have joined or `timeout` passes.
+  Comm(const Launch& launch, const std::string& backend, std::chrono::milliseconds timeout);
+  ~Comm();
+  Comm(const Comm&) = delete;
+  Comm& operator=(const Comm&) = delete;
+
+  int rank() const { return rank_; }
+  int world_size() const { return world_size_; }
+  bool is_main() const { return rank_ == 0; }
+  const std::string& backend() const { return backend_; }
+
+  // An all-reduce in flight; wait() blocks until `tensor` holds the sum over ranks.
+  class Pending {
+   public:
+    Pending() = default;
+    void wait();
+    bool valid() const { return static_cast<bool>(impl_); }
+
+   private:
+    friend class Comm;
+    struct Impl;
+    std::shared_ptr<Impl> impl_;
+  };
+
+  // Sum over ranks, in place. `tensor` must be contiguous and on the backend's device.
+  Pending all_reduce_async(const torch::Tensor& tensor);
+  void all_reduce(const torch::Tensor& tensor);
+  // Sum of doubles over ranks (for metrics and flags), through a float64 tensor on the backend's device.
+  std::vector<double> all_reduce(const std::vector<double>& values);
+  // Every rank's rows (dim 0) concatenated in rank order, on every rank; other dims must agree. CPU tensors.
+  torch::Tensor all_gather_rows(const torch::Tensor& local);
+  // Copies `root`'s tensors into every rank's tensors, in place.
+  void broadcast(const std::vector<torch::Tensor>& tensors, int root = 0);
+  void barrier();
+
+  // Tells the other ranks why this one is about to exit (best effort, never throws), so that their errors can
+  // name it instead of only "connection closed".
+  void report_failure(const std::string& what) noexcept;
+
+ private:
+  [[noreturn]] void fail(const std::string& op, const std::string& why) const;
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+  int rank_ = 0, world_size_ = 1;
+  std::string backend_ = "none";
+  torch::Device device_ = torch::kCPU;
+};
+
+// "gloo" or "nccl" for dist.backend ("auto": nccl when the device is CUDA, gloo otherwise). Throws DistError
+// for nccl on a CPU device or a backend this LibTorch was built without.
+std::string resolve_backend(const std::string& configured, const torch::Device& device);
+bool nccl_available();
+
+}  // namespace nepa::dist

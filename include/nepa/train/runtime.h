@@ -1,0 +1,38 @@
+// What every executable does before its task: read the launcher's environment (dist/launch.h), check the config
+// for that many processes, set up logging, threads and the device, and join the process group. And how it ends:
+// errors become one log line and an exit code, and the other ranks are told why this one stopped.
+#pragma once
+
+#include <torch/types.h>
+
+#include <functional>
+#include <memory>
+#include <string>
+
+#include "nepa/config/config.h"
+#include "nepa/dist/comm.h"
+#include "nepa/dist/launch.h"
+
+namespace nepa {
+
+struct Runtime {
+  dist::Launch launch;
+  std::shared_ptr<dist::Comm> comm;  // null in a single process; guarded_main keeps it until the end
+  torch::Device device = torch::kCPU;
+  int threads = 1;
+
+  bool is_main() const { return launch.rank == 0; }
+  dist::Comm* comm_ptr() const { return comm.get(); }
+};
+
+// Rank 0 logs to the console and to <train.output_dir>/<log_file>; the other ranks log warnings and errors only,
+// each line prefixed with its rank. train.device "cuda" becomes cuda:LOCAL_RANK when several processes share a
+// node; train.threads 0 splits this node's cores among its processes. Throws ConfigError, DistError.
+Runtime start_runtime(const LoadedConfig& loaded, const std::string& log_file = "train.log");
+
+// Runs `body` and maps what escapes it to an exit code with one error line: 2 for ConfigError (printed alone, as
+// the config loader words it), 3 for TrainingDiverged, 1 for anything else. In a multi-process run the failure is
+// also left in the rendezvous store, so the other ranks' errors name this rank.
+int guarded_main(const std::function<int()>& body);
+
+}  // namespace nepa

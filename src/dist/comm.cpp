@@ -1,0 +1,227 @@
+// The only file that includes c10d's process-group headers. It is compiled on its own (src/CMakeLists.txt):
+// with USE_C10D_GLOO, Debian's gloo headers (the Gloo implementation itself lives in libtorch_cpu; see
+// third_party/NOTES.md), and USE_C10D_NCCL when LibTorch has CUDA.
+#include "nepa/dist/comm.h"
+
+#include <torch/csrc/distributed/c10d/PrefixStore.hpp>
+#include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
+#include <torch/csrc/distributed/c10d/TCPStore.hpp>
+#include <torch/torch.h>
+
+#ifdef NEPA_WITH_NCCL
+#include <c10/cuda/CUDAFunctions.h>
+#include <torch/csrc/distributed/c10d/ProcessGroupNCCL.hpp>
+#endif
+
+#include <cstdlib>
+#include <sstream>
+
+namespace nepa::dist {
+
+namespace {
+
+std::string message_of(const std::exception& e) {
+  if (auto* c10e = dynamic_cast<const c10::Error*>(&e)) return c10e->what_without_backtrace();
+  return e.what();
+}
+
+std::string failure_key(int rank) { return "nepa/failed/" + std::to_string(rank); }
+
+// No fmt here: this file sees LibTorch's bundled fmt headers, not Debian's (third_party/NOTES.md).
+template <class... Args>
+std::string cat(const Args&... args) {
+  std::ostringstream out;
+  (out << ... << args);
+  return out.str();
+}
+
+}  // namespace
+
+struct Comm::Impl {
+  c10::intrusive_ptr<c10d::Store> store;
+  c10::intrusive_ptr<c10d::Backend> backend;
+};
+
+struct Comm::Pending::Impl {
+  const Comm* comm = nullptr;
+  c10::intrusive_ptr<c10d::Work> work;
+};
+
+bool nccl_available() {
+#ifdef NEPA_WITH_NCCL
+  return true;
+#else
+  return false;
+#endif
+}
+
+std::string resolve_backend(const std::string& configured, const torch::Device& device) {
+  std::string b = configured;
+  if (b == "auto") b = device.is_cuda() ? "nccl" : "gloo";
+  if (b == "nccl") {
+    if (!device.is_cuda())
+      throw DistError("dist.backend nccl needs train.device cuda, got " + device.str() + " (use gloo on CPU)");
+    if (!nccl_available()) throw DistError("dist.backend nccl: this build's LibTorch has no CUDA/NCCL");
+  } else if (b != "gloo") {
+    throw DistError("dist.backend must be auto, nccl or gloo, got '" + configured + "'");
+  }
+  return b;
+}
+
+Comm::Comm() = default;
+
+Comm::Comm(const Launch& launch, const std::string& backend, std::chrono::milliseconds timeout)
+    : impl_(std::make_unique<Impl>()), rank_(launch.rank), world_size_(launch.world_size), backend_(backend) {
+  const std::string where = launch.master_addr + ":" + std::to_string(launch.master_port);
+  try {
+    c10d::TCPStoreOptions so;
+    so.port = static_cast<uint16_t>(launch.master_port);
+    so.isServer = launch.rank == 0 && !launch.agent_store;
+    so.numWorkers = launch.world_size;
+    so.waitWorkers = true;
+    so.timeout = timeout;
+    so.multiTenant = true;
+    auto tcp = c10::make_intrusive<c10d::TCPStore>(launch.master_addr, so);
+    impl_->store = c10::make_intrusive<c10d::PrefixStore>("nepa/", tcp);
+  } catch (const std::exception& e) {
+    throw DistError(cat("rank ", rank_, " of ", world_size_, ": cannot reach the rendezvous store at ", where,
+                        " within ", timeout.count() / 1000, " s: ", message_of(e)));
+  }
+  try {
+    if (backend == "gloo") {
+      auto opts = c10d::ProcessGroupGloo::Options::create(timeout);
+      // GLOO_SOCKET_IFNAME names the interface as for PyTorch; otherwise this host's address (loopback when
+      // the hostname does not resolve to a bindable one).
+      if (const char* ifname = std::getenv("GLOO_SOCKET_IFNAME"); ifname && *ifname)
+        opts->devices.push_back(c10d::ProcessGroupGloo::createDeviceForInterface(ifname));
+      else
+        opts->devices.push_back(c10d::ProcessGroupGloo::createDefaultDevice());
+      impl_->backend = c10::make_intrusive<c10d::ProcessGroupGloo>(impl_->store, rank_, world_size_, opts);
+    } else if (backend == "nccl") {
+#ifdef NEPA_WITH_NCCL
+      device_ = torch::Device(torch::kCUDA, static_cast<c10::DeviceIndex>(launch.local_rank));
+      c10::cuda::set_device(static_cast<c10::DeviceIndex>(launch.local_rank));
+      auto opts = c10d::ProcessGroupNCCL::Options::create();
+      opts->timeout = timeout;
+      impl_->backend = c10::make_intrusive<c10d::ProcessGroupNCCL>(impl_->store, rank_, world_size_, opts);
+#else
+      throw DistError("dist.backend nccl: this build's LibTorch has no CUDA/NCCL");
+#endif
+    } else {
+      throw DistError("unknown backend '" + backend + "'");
+    }
+  } catch (const DistError&) {
+    throw;
+  } catch (const std::exception& e) {
+    throw DistError(cat("rank ", rank_, " of ", world_size_, ": cannot form the ", backend, " process group (store ",
+                        where, "): ", message_of(e)));
+  }
+}
+
+Comm::~Comm() = default;
+
+void Comm::fail(const std::string& op, const std::string& why) const {
+  std::string reported;
+  if (impl_ && impl_->store) {
+    for (int r = 0; r < world_size_ && reported.empty(); ++r) {
+      if (r == rank_) continue;
+      try {
+        if (impl_->store->check({failure_key(r)})) {
+          auto bytes = impl_->store->get(failure_key(r));
+          reported = cat("; rank ", r, " reported: ", std::string(bytes.begin(), bytes.end()));
+        }
+      } catch (const std::exception&) {
+        break;  // the store went with rank 0
+      }
+    }
+  }
+  throw DistError(cat("rank ", rank_, " of ", world_size_, ": ", op,
+                      " failed (a rank exited, crashed or exceeded dist.timeout_s)", reported, ": ", why));
+}
+
+void Comm::report_failure(const std::string& what) noexcept {
+  if (!impl_ || !impl_->store) return;
+  try {
+    impl_->store->set(failure_key(rank_), std::vector<uint8_t>(what.begin(), what.end()));
+  } catch (...) {
+  }
+}
+
+void Comm::Pending::wait() {
+  if (!impl_) return;
+  auto impl = std::move(impl_);
+  try {
+    impl->work->wait();
+  } catch (const std::exception& e) {
+    impl->comm->fail("all_reduce", message_of(e));
+  }
+}
+
+Comm::Pending Comm::all_reduce_async(const torch::Tensor& tensor) {
+  Pending p;
+  if (world_size_ == 1) return p;
+  std::vector<at::Tensor> ts{tensor};
+  try {
+    p.impl_ = std::make_shared<Pending::Impl>();
+    p.impl_->comm = this;
+    p.impl_->work = impl_->backend->allreduce(ts);
+  } catch (const std::exception& e) {
+    fail("all_reduce", message_of(e));
+  }
+  return p;
+}
+
+void Comm::all_reduce(const torch::Tensor& tensor) { all_reduce_async(tensor).wait(); }
+
+std::vector<double> Comm::all_reduce(const std::vector<double>& values) {
+  if (world_size_ == 1 || values.empty()) return values;
+  torch::Tensor t = torch::tensor(values, torch::kFloat64).to(device_);
+  all_reduce(t);
+  t = t.cpu();
+  return std::vector<double>(t.data_ptr<double>(), t.data_ptr<double>() + t.numel());
+}
+
+torch::Tensor Comm::all_gather_rows(const torch::Tensor& local) {
+  if (world_size_ == 1) return local;
+  // Through all-reduce (sum): each rank writes its rows into zeros at its offset. One collective for the counts,
+  // one for the rows; Gloo and NCCL both do it, and it is not on any hot path.
+  std::vector<double> counts(world_size_, 0.0);
+  counts[rank_] = static_cast<double>(local.size(0));
+  counts = all_reduce(counts);
+  int64_t offset = 0, total = 0;
+  for (int r = 0; r < world_size_; ++r) {
+    if (r < rank_) offset += static_cast<int64_t>(counts[r]);
+    total += static_cast<int64_t>(counts[r]);
+  }
+  std::vector<int64_t> shape = local.sizes().vec();
+  shape[0] = total;
+  torch::Tensor all = torch::zeros(shape, local.options().device(device_));
+  all.narrow(0, offset, local.size(0)).copy_(local);
+  all_reduce(all);
+  return all.to(local.device());
+}
+
+void Comm::broadcast(const std::vector<torch::Tensor>& tensors, int root) {
+  if (world_size_ == 1) return;
+  c10d::BroadcastOptions opts;
+  opts.rootRank = root;
+  try {
+    for (const auto& t : tensors) {
+      std::vector<at::Tensor> ts{t};
+      impl_->backend->broadcast(ts, opts)->wait();
+    }
+  } catch (const std::exception& e) {
+    fail("broadcast", message_of(e));
+  }
+}
+
+void Comm::barrier() {
+  if (world_size_ == 1) return;
+  try {
+    impl_->backend->barrier()->wait();
+  } catch (const std::exception& e) {
+    fail("barrier", message_of(e));
+  }
+}
+
+}  // namespace nepa::dist

@@ -1,0 +1,88 @@
+#include "nepa/train/runtime.h"
+
+#include <spdlog/sinks/basic_file_sink.h>
+#include <spdlog/sinks/stdout_color_sinks.h>
+#include <spdlog/spdlog.h>
+#include <torch/torch.h>
+
+#include <filesystem>
+#include <iostream>
+
+#include "nepa/train/trainer.h"
+
+namespace nepa {
+namespace fs = std::filesystem;
+
+namespace {
+
+// The process group of this process, kept alive past the Runtime (which an escaping exception destroys) so that
+// guarded_main can still report the failure through it.
+std::shared_ptr<dist::Comm> g_comm;
+
+void setup_logging(const Config& cfg, const dist::Launch& launch, const std::string& log_file) {
+  std::vector<spdlog::sink_ptr> sinks{std::make_shared<spdlog::sinks::stdout_color_sink_mt>()};
+  const bool main_rank = launch.rank == 0;
+  if (main_rank && !log_file.empty()) {
+    fs::create_directories(cfg.train.output_dir);
+    sinks.push_back(
+        std::make_shared<spdlog::sinks::basic_file_sink_mt>((fs::path(cfg.train.output_dir) / log_file).string()));
+  }
+  auto logger = std::make_shared<spdlog::logger>("nepa", sinks.begin(), sinks.end());
+  if (launch.distributed())
+    logger->set_pattern(fmt::format("[%Y-%m-%d %H:%M:%S] [rank {}] %^%l%$ %v", launch.rank));
+  else
+    logger->set_pattern("[%Y-%m-%d %H:%M:%S] %^%l%$ %v");
+  auto level = spdlog::level::from_str(cfg.log.level);
+  if (!main_rank) level = std::max(level, spdlog::level::warn);
+  logger->set_level(level);
+  spdlog::set_default_logger(logger);
+}
+
+}  // namespace
+
+Runtime start_runtime(const LoadedConfig& loaded, const std::string& log_file) {
+  const Config& cfg = loaded.config;
+  Runtime rt;
+  rt.launch = dist::launch_from_env(cfg.dist);
+  validate_for_training(cfg, loaded.origins, rt.launch.world_size);
+  setup_logging(cfg, rt.launch, log_file);
+  rt.threads = configure_threads(cfg.train.threads, rt.launch.local_world_size);
+  std::string device = cfg.train.device;
+  if (device == "cuda" && rt.launch.local_world_size > 1) device = "cuda:" + std::to_string(rt.launch.local_rank);
+  rt.device = parse_device(device);
+  if (rt.launch.distributed()) {
+    const std::string backend = dist::resolve_backend(cfg.dist.backend, rt.device);
+    spdlog::info("joining {} processes ({}, {}) at {}:{}", rt.launch.world_size, backend, rt.launch.launcher,
+                 rt.launch.master_addr, rt.launch.master_port);
+    rt.comm = std::make_shared<dist::Comm>(rt.launch, backend,
+                                           std::chrono::milliseconds(int64_t{cfg.dist.timeout_s} * 1000));
+    g_comm = rt.comm;
+  }
+  return rt;
+}
+
+int guarded_main(const std::function<int()>& body) {
+  auto failed = [](int code, const std::string& what) {
+    spdlog::error("{}", what);
+    if (g_comm) g_comm->report_failure(what);
+    return code;
+  };
+  int code = 0;
+  try {
+    code = body();
+  } catch (const ConfigError& e) {
+    std::cerr << e.what() << "\n";
+    if (g_comm) g_comm->report_failure(e.what());
+    code = 2;
+  } catch (const TrainingDiverged& e) {
+    code = failed(3, std::string("diverged: ") + e.what());
+  } catch (const c10::Error& e) {
+    code = failed(1, e.what_without_backtrace());
+  } catch (const std::exception& e) {
+    code = failed(1, e.what());
+  }
+  g_comm.reset();
+  return code;
+}
+
+}  // namespace nepa

@@ -1,0 +1,204 @@
+"""Multi-process nepa_pretrain on Gloo over loopback (run by ctest).
+
+1. torchrun --no-python with 2 processes x micro-batch 8 equals 1 process x micro-batch 16 on the same samples:
+   per-step losses and final weights within 1e-6; the same with gradient accumulation (total batch 32).
+2. A 2-process run stopped by SIGTERM (delivered to both ranks, as torchrun and SLURM do) exits 0 with a
+   checkpoint; resuming it with 2 processes reproduces the uninterrupted 2-process loss curve step for step.
+3. A rank killed with SIGKILL mid-run ends the other with a non-zero exit and a message naming its own rank,
+   well inside the test's timeout.
+4. A rank that fails with an error (its dataset is missing) is named, with its error, by the other rank.
+
+usage: check_ddp_cli.py <nepa_pretrain> <work dir>
+Without torchrun next to this Python (Torch_DIR builds), part 1 starts the ranks itself with the same variables.
+"""
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import numpy as np
+from safetensors.numpy import load_file
+
+CONFIG = """
+model:
+  image_size: 16
+  patch_size: 4
+  num_channels: 3
+  hidden_size: 32
+  num_hidden_layers: 2
+  num_attention_heads: 2
+  intermediate_size: 64
+  drop_path_prob: 0.0
+data:
+  dataset: synthetic
+  synthetic_size: 256
+  image_size: 16
+  num_workers: 1
+optim:
+  base_lr: 1.0e-3
+train:
+  total_batch: 16
+  micro_batch: 16
+  threads: 1
+  checkpoint_every: 1000
+schedule:
+  max_steps: 12
+  warmup_fraction: 0.2
+log:
+  log_every: 1
+dist:
+  timeout_s: 60
+  bucket_mb: 0.01
+"""
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def check(cond, msg):
+    if not cond:
+        sys.exit("FAIL: " + msg)
+
+
+def losses(run):
+    rows = [json.loads(l) for l in open(os.path.join(run, "metrics.jsonl")) if '"kind":"train"' in l]
+    return [r["loss"] for r in rows]
+
+
+def spawn_ranks(exe, args, n, per_rank_args=None, port=None):
+    """Starts n ranks the way torchrun would (its environment variables), without torchrun."""
+    port = port or free_port()
+    procs = []
+    for r in range(n):
+        env = dict(os.environ, RANK=str(r), WORLD_SIZE=str(n), LOCAL_RANK=str(r), LOCAL_WORLD_SIZE=str(n),
+                   MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+        extra = per_rank_args[r] if per_rank_args else []
+        procs.append(subprocess.Popen([exe] + args + extra, env=env, stdout=subprocess.PIPE,
+                                      stderr=subprocess.STDOUT, text=True))
+    return procs
+
+
+def finish(procs, timeout):
+    outs = []
+    for p in procs:
+        try:
+            out, _ = p.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            for q in procs:
+                q.kill()
+            sys.exit("FAIL: a rank hung:\n" + (p.communicate()[0] or ""))
+        outs.append(out)
+    return [p.returncode for p in procs], outs
+
+
+def single(exe, cfg, run, *sets):
+    args = [exe, "--config", cfg, "--output-dir", run] + [a for s in sets for a in ("--set", s)]
+    r = subprocess.run(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=300)
+    check(r.returncode == 0, f"single-process run failed:\n{r.stdout}")
+
+
+def compare(a, b, what):
+    la, lb = losses(a), losses(b)
+    check(len(la) == len(lb) and len(la) > 0, f"{what}: {len(la)} vs {len(lb)} logged steps")
+    dl = max(abs(x - y) for x, y in zip(la, lb))
+    wa, wb = load_file(os.path.join(a, "final", "model.safetensors")), load_file(os.path.join(b, "final", "model.safetensors"))
+    check(wa.keys() == wb.keys(), f"{what}: different tensors")
+    dw = max(float(np.abs(wa[k] - wb[k]).max()) for k in wa)
+    print(f"{what}: {len(la)} steps, final loss {la[-1]:.6f} vs {lb[-1]:.6f}, max |loss diff| {dl:.2e}, "
+          f"max |weight diff| {dw:.2e}")
+    check(dl <= 1e-6 and dw <= 1e-6, f"{what}: 2 processes differ from 1 process")
+
+
+def main():
+    exe, work = sys.argv[1], sys.argv[2]
+    shutil.rmtree(work, ignore_errors=True)
+    os.makedirs(work)
+    cfg = os.path.join(work, "ddp.yaml")
+    with open(cfg, "w") as f:
+        f.write(CONFIG)
+    torchrun = os.path.join(os.path.dirname(sys.executable), "torchrun")
+
+    # ---- 1. 2 processes = 1 process with the whole batch, with and without accumulation -------------------
+    for total, micro2 in ((16, 8), (32, 8)):
+        one, two = os.path.join(work, f"one_{total}"), os.path.join(work, f"two_{total}")
+        single(exe, cfg, one, f"train.total_batch={total}", f"train.micro_batch={2 * micro2}")
+        args = ["--config", cfg, "--output-dir", two, "--set", f"train.total_batch={total}",
+                "--set", f"train.micro_batch={micro2}"]
+        if os.path.exists(torchrun):
+            r = subprocess.run([torchrun, "--no-python", "--nproc_per_node", "2", "--master_port", str(free_port()),
+                                exe] + args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=300)
+            check(r.returncode == 0, f"torchrun run failed:\n{r.stdout}")
+            out = r.stdout
+        else:
+            codes, outs = finish(spawn_ranks(exe, args, 2), 300)
+            check(codes == [0, 0], f"2-process run failed: {codes}\n{outs}")
+            out = outs[0]
+        check("data parallel: 2 processes (gloo)" in out, "no data-parallel line:\n" + out)
+        compare(one, two, f"total batch {total}: 1 x {2 * micro2} vs 2 x {micro2}")
+
+    # ---- 2. SIGTERM to both ranks, then resume with 2 processes ---------------------------------------------
+    long_sets = ["--set", "schedule.max_steps=300", "--set", "train.micro_batch=8"]
+    ref = os.path.join(work, "ref_2proc")
+    codes, outs = finish(spawn_ranks(exe, ["--config", cfg, "--output-dir", ref] + long_sets, 2), 300)
+    check(codes == [0, 0], f"reference 2-process run failed: {codes}\n{outs[0]}")
+    run = os.path.join(work, "stopped_2proc")
+    procs = spawn_ranks(exe, ["--config", cfg, "--output-dir", run] + long_sets, 2)
+    metrics = os.path.join(run, "metrics.jsonl")
+    deadline = time.time() + 120
+    while time.time() < deadline and not (os.path.exists(metrics) and len(open(metrics).readlines()) >= 20):
+        time.sleep(0.01)
+    for p in procs:
+        p.send_signal(signal.SIGTERM)
+    codes, outs = finish(procs, 120)
+    check(codes == [0, 0], f"SIGTERM: exit codes {codes}\n{outs[0]}")
+    stopped_at = len(losses(run))
+    check(20 <= stopped_at < 300, f"stopped at step {stopped_at}")
+    check(os.path.exists(os.path.join(run, "checkpoints", f"step_{stopped_at:08d}.safetensors")),
+          f"no checkpoint for step {stopped_at}")
+    codes, outs = finish(spawn_ranks(exe, ["--config", cfg, "--output-dir", run, "--resume", "auto"] + long_sets, 2),
+                         300)
+    check(codes == [0, 0], f"resume failed: {codes}\n{outs[0]}")
+    a, b = losses(ref), losses(run)
+    check(len(a) == len(b) == 300, f"{len(a)} vs {len(b)} steps")
+    differ = [i + 1 for i, (x, y) in enumerate(zip(a, b)) if x != y]
+    check(not differ, f"resumed 2-process losses differ from the uninterrupted run from step {differ[:1]}")
+    print(f"SIGTERM at step {stopped_at} of 300, resumed: all 300 losses equal the uninterrupted run "
+          f"(final {b[-1]:.6f})")
+
+    # ---- 3. a rank killed mid-run ----------------------------------------------------------------------------
+    run = os.path.join(work, "killed")
+    procs = spawn_ranks(exe, ["--config", cfg, "--output-dir", run, "--set", "schedule.max_steps=100000",
+                              "--set", "train.micro_batch=8"], 2)
+    metrics = os.path.join(run, "metrics.jsonl")
+    while time.time() < deadline + 120 and not (os.path.exists(metrics) and len(open(metrics).readlines()) >= 5):
+        time.sleep(0.01)
+    t0 = time.time()
+    procs[1].kill()
+    codes, outs = finish(procs, 90)
+    elapsed = time.time() - t0
+    check(codes[0] not in (0, None), f"rank 0 exited {codes[0]} after rank 1 was killed")
+    check("rank 0 of 2" in outs[0] and "failed" in outs[0], "rank 0's message does not name it:\n" + outs[0][-2000:])
+    print(f"rank 1 killed: rank 0 exited {codes[0]} after {elapsed:.1f} s: "
+          + next(l for l in outs[0].splitlines() if "rank 0 of 2" in l).strip())
+
+    # ---- 4. a rank that fails with an error is named by the other ------------------------------------------
+    run = os.path.join(work, "failing")
+    procs = spawn_ranks(exe, ["--config", cfg, "--output-dir", run, "--set", "train.micro_batch=8"], 2,
+                        per_rank_args=[[], ["--set", "data.dataset=image_folder", "--set", "data.root=/nonexistent"]])
+    codes, outs = finish(procs, 90)
+    check(codes[0] != 0 and codes[1] != 0, f"exit codes {codes}")
+    check("rank 1 reported: image_folder: /nonexistent/train is not a directory" in outs[0],
+          "rank 0 does not name rank 1's error:\n" + outs[0][-2000:])
+    print("rank 1 failed to open its data: " + next(l for l in outs[0].splitlines() if "rank 1 reported" in l).strip())
+    print("OK")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,211 @@
+// Process groups and gradient averaging with two ranks in one test process (one thread each, Gloo on
+// loopback): the same c10d code paths as separate processes, without process management. The models here have
+// no randomness in their forward (the ranks' threads would share torch's global generator).
+#include <gtest/gtest.h>
+#include <torch/torch.h>
+
+#include <exception>
+#include <functional>
+#include <thread>
+
+#include "nepa/dist/comm.h"
+#include "nepa/dist/grad_sync.h"
+#include "nepa/model/vit_nepa.h"
+#include "nepa/objective/nepa_loss.h"
+#include "nepa/train/optim.h"
+#include "test_util.h"
+
+namespace nepa::dist {
+namespace {
+
+// Runs body(comm) on `world` threads, one rank each; rethrows the first failure.
+void run_ranks(int world, const std::function<void(Comm&)>& body) {
+  const int port = test::free_port();
+  std::vector<std::exception_ptr> errors(world);
+  std::vector<std::thread> threads;
+  for (int r = 0; r < world; ++r)
+    threads.emplace_back([&, r] {
+      try {
+        Launch l;
+        l.rank = r;
+        l.world_size = world;
+        l.local_rank = r;
+        l.local_world_size = world;
+        l.master_port = port;
+        Comm comm(l, "gloo", std::chrono::seconds(60));
+        body(comm);
+      } catch (...) {
+        errors[r] = std::current_exception();
+      }
+    });
+  for (auto& t : threads) t.join();
+  for (auto& e : errors)
+    if (e) std::rethrow_exception(e);
+}
+
+TEST(Comm, AWorldOfOneDoesNothing) {
+  Comm c;
+  EXPECT_EQ(c.world_size(), 1);
+  EXPECT_TRUE(c.is_main());
+  torch::Tensor t = torch::ones({3});
+  c.all_reduce(t);
+  EXPECT_TRUE(torch::equal(t, torch::ones({3})));
+  EXPECT_EQ(c.all_reduce(std::vector<double>{1.5, 2}), (std::vector<double>{1.5, 2}));
+  EXPECT_TRUE(torch::equal(c.all_gather_rows(t), t));
+  c.barrier();
+}
+
+TEST(Comm, CollectivesOnTwoRanks) {
+  run_ranks(2, [](Comm& c) {
+    EXPECT_EQ(c.world_size(), 2);
+    EXPECT_EQ(c.backend(), "gloo");
+    torch::Tensor t = torch::full({4}, static_cast<float>(c.rank() + 1));
+    c.all_reduce(t);
+    EXPECT_TRUE(torch::equal(t, torch::full({4}, 3.0f)));
+    auto sums = c.all_reduce(std::vector<double>{0.25 * c.rank(), 1.0});
+    EXPECT_EQ(sums, (std::vector<double>{0.25, 2.0}));
+    // Uneven shares: rank 0 holds 3 rows, rank 1 one; everyone gets all four in rank order.
+    torch::Tensor rows = c.rank() == 0 ? torch::arange(6, torch::kInt64).view({3, 2}) : torch::full({1, 2}, 9, torch::kInt64);
+    torch::Tensor all = c.all_gather_rows(rows);
+    EXPECT_TRUE(torch::equal(all, torch::tensor({0, 1, 2, 3, 4, 5, 9, 9}, torch::kInt64).view({4, 2})));
+    torch::Tensor empty = c.rank() == 0 ? torch::empty({0, 3}) : torch::ones({2, 3});
+    EXPECT_TRUE(torch::equal(c.all_gather_rows(empty), torch::ones({2, 3})));
+    torch::Tensor a = torch::full({2}, static_cast<float>(c.rank())), b = torch::full({1}, 7.0 + c.rank(), torch::kFloat64);
+    c.broadcast({a, b}, /*root=*/1);
+    EXPECT_TRUE(torch::equal(a, torch::ones({2})));
+    EXPECT_EQ(b.item<double>(), 8.0);
+    c.barrier();
+  });
+}
+
+ModelConfig deterministic_model() {
+  ModelConfig m = test::tiny_model_config();
+  m.pos_embed_rescale = std::nullopt;  // no random draw in the forward
+  m.drop_path_prob = 0;
+  return m;
+}
+
+// `steps` AdamW steps on `pixels` cut into `micro` micro-batches per step (loss / micro each), with gradients
+// averaged by `sync` when given. Returns the named parameters after the last step.
+std::map<std::string, torch::Tensor> train_steps(ViTNepaModel& model, const torch::Tensor& pixels, int micro,
+                                                 int steps, GradSync* sync) {
+  OptimConfig oc;
+  oc.betas = {0.9, 0.95};
+  auto groups = decay_groups(*model, 0.05);
+  auto opt = make_adamw(groups, oc);
+  for (auto& g : opt->param_groups()) static_cast<torch::optim::AdamWOptions&>(g.options()).lr(1e-3);
+  ObjectiveConfig obj;
+  const int64_t b = pixels.size(0) / micro;
+  for (int s = 0; s < steps; ++s) {
+    for (int k = 0; k < micro; ++k) {
+      NepaLoss l = nepa_forward_loss(model, pixels.narrow(0, k * b, b), obj);
+      if (sync) sync->begin(k == micro - 1);
+      (l.loss / static_cast<double>(micro)).backward();
+    }
+    if (sync) sync->finish();
+    opt->step();
+    opt->zero_grad();
+  }
+  std::map<std::string, torch::Tensor> out;
+  for (const auto& p : model->named_parameters()) out[p.key()] = p.value().detach().clone();
+  return out;
+}
+
+TEST(GradSync, TwoRanksEqualOneProcessWithTheWholeBatch) {
+  torch::set_num_threads(1);
+  torch::manual_seed(0);
+  const torch::Tensor pixels = torch::rand({8, 3, 16, 16}) * 2 - 1;
+  torch::manual_seed(1);
+  ViTNepaModel ref(deterministic_model());
+  const auto init = ref->named_parameters();
+  std::vector<torch::Tensor> init_copy;
+  for (const auto& p : init) init_copy.push_back(p.value().detach().clone());
+  for (int accum : {1, 2}) {
+    SCOPED_TRACE("accumulation " + std::to_string(accum));
+    ViTNepaModel single(deterministic_model());
+    {
+      torch::NoGradGuard g;
+      auto ps = single->parameters();
+      for (size_t i = 0; i < ps.size(); ++i) ps[i].copy_(init_copy[i]);
+    }
+    // One process, 8 images per step in `accum` micro-batches.
+    const auto expected = train_steps(single, pixels, accum, 3, nullptr);
+    std::vector<std::map<std::string, torch::Tensor>> got(2);
+    std::vector<int64_t> buckets(2);
+    run_ranks(2, [&](Comm& c) {
+      // Each rank starts from its own random init: the broadcast must make them rank 0's.
+      ViTNepaModel m(deterministic_model());
+      if (c.rank() == 0) {
+        torch::NoGradGuard g;
+        auto ps = m->parameters();
+        for (size_t i = 0; i < ps.size(); ++i) ps[i].copy_(init_copy[i]);
+      } else {
+        torch::NoGradGuard g;
+        for (auto& p : m->parameters()) p.add_(1.0);
+      }
+      broadcast_module_state(c, m->parameters());
+      GradSync sync(c, m->parameters(), /*bucket_mb=*/0.01);  // ~10 KB: several buckets
+      buckets[c.rank()] = sync.num_buckets();
+      got[c.rank()] = train_steps(m, pixels.narrow(0, 4 * c.rank(), 4), accum, 3, &sync);
+    });
+    EXPECT_GT(buckets[0], 3);
+    for (const auto& [name, value] : expected) {
+      EXPECT_TRUE(torch::equal(got[0].at(name), got[1].at(name))) << name;  // replicas stay bit-identical
+      EXPECT_LE(test::max_abs_diff(got[0].at(name), value), 1e-6) << name;
+    }
+  }
+}
+
+TEST(GradSync, AccumulationMicroStepsStayLocalAndUnusedParametersAreHandled) {
+  run_ranks(2, [](Comm& c) {
+    const double r = c.rank();
+    torch::Tensor used = torch::zeros({3}, torch::requires_grad());
+    torch::Tensor sometimes = torch::zeros({2}, torch::requires_grad());  // used on rank 0 only
+    torch::Tensor never = torch::zeros({2}, torch::requires_grad());
+    GradSync sync(c, {used, sometimes, never}, /*bucket_mb=*/1e-6);  // one parameter per bucket
+    EXPECT_EQ(sync.num_buckets(), 3);
+    // A micro-step without sync: the gradient is this rank's own.
+    sync.begin(false);
+    (used * (r + 1)).sum().backward();
+    sync.finish();
+    EXPECT_TRUE(torch::equal(used.grad(), torch::full({3}, r + 1).to(torch::kFloat32)));
+    // The last micro-step: accumulated gradients (r + 1) + (r + 1) averaged over ranks = (2 + 4) / 2.
+    sync.begin(true);
+    torch::Tensor loss = (used * (r + 1)).sum();
+    if (c.rank() == 0) loss = loss + (sometimes * 4).sum();
+    loss.backward();
+    sync.finish();
+    EXPECT_TRUE(torch::equal(used.grad(), torch::full({3}, 3.0f)));
+    ASSERT_TRUE(sometimes.grad().defined());  // rank 1 contributes zeros: (4 + 0) / 2
+    EXPECT_TRUE(torch::equal(sometimes.grad(), torch::full({2}, 2.0f)));
+    EXPECT_FALSE(never.grad().defined());  // nobody produced one: the optimizer will skip it
+  });
+}
+
+TEST(Comm, ARankThatFailsIsNamedByTheOthers) {
+  std::string message;
+  run_ranks(2, [&](Comm& c) {
+    if (c.rank() == 1) {
+      c.report_failure("data: /data/x.jpg unreadable");
+      return;  // leaves without the all-reduce: its Comm closes
+    }
+    try {
+      c.all_reduce(torch::ones({1}));
+    } catch (const DistError& e) {
+      message = e.what();
+    }
+  });
+  EXPECT_NE(message.find("rank 0 of 2: all_reduce failed"), std::string::npos) << message;
+  EXPECT_NE(message.find("rank 1 reported: data: /data/x.jpg unreadable"), std::string::npos) << message;
+}
+
+TEST(Comm, BackendChoice) {
+  EXPECT_EQ(resolve_backend("auto", torch::kCPU), "gloo");
+  EXPECT_EQ(resolve_backend("gloo", torch::kCPU), "gloo");
+  EXPECT_THROW(resolve_backend("nccl", torch::kCPU), DistError);
+  EXPECT_THROW(resolve_backend("mpi", torch::kCPU), DistError);
+  if (nccl_available()) EXPECT_EQ(resolve_backend("auto", torch::Device("cuda:0")), "nccl");
+}
+
+}  // namespace
+}  // namespace nepa::dist
