@@ -47,13 +47,7 @@ int run(const LoadedConfig& loaded, const std::string& resume, bool dry_run) {
   spdlog::info("data: {} '{}' {} images ({} workers), device {}, {} threads", cfg.data.dataset, cfg.data.split,
                train_set->size(), cfg.data.num_workers, rt.device.str(), rt.threads);
 
-  LoaderOptions opts;
-  opts.batch_size = cfg.train.micro_batch;
-  opts.seed = static_cast<uint64_t>(cfg.train.seed);
-  opts.device = rt.device;
-  opts.rank = rt.launch.rank;
-  opts.world_size = rt.launch.world_size;
-  DataLoader loader(train_set, cfg.data, opts);
+  DataLoader loader(train_set, cfg.data, rt.train_loader_options(cfg));
 
   ViTNepaModel model(cfg.model);
   model->to(rt.device);

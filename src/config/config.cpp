@@ -274,8 +274,9 @@ void validate(const Config& cfg, const ConfigOrigins& origins) {
   c.require(op.grad_clip >= 0, "optim.grad_clip", "must be >= 0 (0 = off)");
 
   const auto& s = cfg.schedule;
-  c.require(s.name == "cosine" || s.name == "constant", "schedule.name",
-            "unknown schedule '" + s.name + "' (cosine, constant)");
+  static const std::set<std::string> schedules = {"cosine", "constant", "llrd_cosine_warmup", "llrd_cosine"};
+  c.require(schedules.count(s.name) > 0, "schedule.name",
+            "unknown schedule '" + s.name + "' (cosine, constant, llrd_cosine_warmup, llrd_cosine)");
   c.require(s.epochs > 0 || s.max_steps > 0, "schedule.epochs", "epochs or max_steps must be positive");
   c.require(s.max_steps >= 0, "schedule.max_steps", "must be >= 0");
   c.require(s.warmup_fraction >= 0 && s.warmup_fraction < 1, "schedule.warmup_fraction", "must be in [0, 1)");
@@ -312,6 +313,20 @@ void validate(const Config& cfg, const ConfigOrigins& origins) {
   c.require(e.knn_every >= 0, "eval.knn_every", "must be >= 0");
   c.require(e.knn_train_samples >= 0, "eval.knn_train_samples", "must be >= 0 (0 = all)");
   c.require(e.knn_eval_samples >= 0, "eval.knn_eval_samples", "must be >= 0 (0 = all)");
+
+  const auto& f = cfg.finetune;
+  c.require(f.head == "finetune", "finetune.head", "expected finetune, got '" + f.head + "'");
+  c.require(f.num_classes >= 0, "finetune.num_classes", "must be >= 0 (0 = from the dataset)");
+  c.require(f.llrd > 0 && f.llrd <= 1, "finetune.llrd", "must be in (0, 1]");
+  c.require(f.llrd_end > 0 && f.llrd_end <= 1, "finetune.llrd_end", "must be in (0, 1]");
+  c.require(f.head_lr > 0, "finetune.head_lr", "must be positive");
+  c.require(f.label_smoothing >= 0 && f.label_smoothing < 1, "finetune.label_smoothing", "must be in [0, 1)");
+  c.require(f.mixup_alpha >= 0, "finetune.mixup_alpha", "must be >= 0 (0 = off)");
+  c.require(f.cutmix_alpha >= 0, "finetune.cutmix_alpha", "must be >= 0 (0 = off)");
+  c.require(f.mixup_prob >= 0 && f.mixup_prob <= 1, "finetune.mixup_prob", "must be in [0, 1]");
+  c.require(f.mixup_switch_prob >= 0 && f.mixup_switch_prob <= 1, "finetune.mixup_switch_prob", "must be in [0, 1]");
+  c.require(f.ema_decay >= 0 && f.ema_decay < 1, "finetune.ema_decay", "must be in [0, 1)");
+  c.require(f.eval_every_epochs >= 0, "finetune.eval_every_epochs", "must be >= 0 (0 = end only)");
 }
 
 void validate_for_training(const Config& cfg, const ConfigOrigins& origins, int world_size) {

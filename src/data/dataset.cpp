@@ -228,6 +228,7 @@ class ImageFolderDataset : public Dataset {
   int64_t label(int64_t i) const override { return labels_.at(i); }
   std::string describe(int64_t i) const override { return paths_.at(i); }
   std::string describe_set() const override { return root_.string(); }
+  std::vector<std::string> class_names() const override { return classes_; }
   cv::Mat load(int64_t i, int channels) const override {
     check_channels(channels);
     const std::string& path = paths_.at(i);
@@ -270,6 +271,9 @@ class FashionMnistDataset : public Dataset {
   int64_t label(int64_t i) const override { return data_.labels.data_ptr<int64_t>()[check(i)]; }
   std::string describe(int64_t i) const override { return "fashion_mnist[" + std::to_string(i) + "]"; }
   std::string describe_set() const override { return name_; }
+  std::vector<std::string> class_names() const override {
+    return {"T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"};
+  }
   cv::Mat load(int64_t i, int channels) const override {
     check_channels(channels);
     const int h = static_cast<int>(data_.images.size(1)), w = static_cast<int>(data_.images.size(2));

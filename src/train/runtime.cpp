@@ -61,6 +61,16 @@ Runtime start_runtime(const LoadedConfig& loaded, const std::string& log_file) {
   return rt;
 }
 
+LoaderOptions Runtime::train_loader_options(const Config& config) const {
+  LoaderOptions opts;
+  opts.batch_size = config.train.micro_batch;
+  opts.seed = static_cast<uint64_t>(config.train.seed);
+  opts.device = device;
+  opts.rank = launch.rank;
+  opts.world_size = launch.world_size;
+  return opts;
+}
+
 int guarded_main(const std::function<int()>& body) {
   auto failed = [](int code, const std::string& what) {
     spdlog::error("{}", what);

@@ -120,6 +120,12 @@ void check_resumable(const CheckpointContent& info, const Config& cfg, const std
 
 }  // namespace
 
+std::unique_ptr<LrSchedule> TrainTask::make_schedule(const Config& config, int64_t total_steps) {
+  return nepa::make_schedule(config, total_steps);
+}
+
+int64_t TrainTask::eval_every(const Config& config, int64_t /*steps_per_epoch*/) { return config.eval.knn_every; }
+
 int configure_threads(int requested, int processes_per_node) {
   int n = requested;
   if (n <= 0) {
@@ -160,10 +166,11 @@ TrainResult train(const Config& cfg, TrainTask& task, DataLoader& loader, const 
     throw std::runtime_error(fmt::format("data: {} training images are fewer than one batch of train.total_batch = {}",
                                          loader.dataset().size(), cfg.train.total_batch));
   const int64_t steps = total_steps(cfg.schedule, steps_per_epoch);
-  auto schedule = make_schedule(cfg, steps);
+  const int64_t eval_every = task.eval_every(cfg, steps_per_epoch);
 
   // ---- model, optimizer, resume -----------------------------------------------------------------------------
   std::vector<ParamGroup> groups = task.param_groups();
+  auto schedule = task.make_schedule(cfg, steps);
   auto optimizer = make_adamw(groups, cfg.optim);
   std::vector<torch::Tensor> all_params;
   for (const auto& g : groups) all_params.insert(all_params.end(), g.params.begin(), g.params.end());
@@ -301,11 +308,13 @@ TrainResult train(const Config& cfg, TrainTask& task, DataLoader& loader, const 
     double gnorm = std::nan("");
     if (cfg.optim.grad_clip > 0) gnorm = torch::nn::utils::clip_grad_norm_(all_params, cfg.optim.grad_clip);
     else if (log_now) gnorm = grad_norm(all_params);
-    const double lr = schedule->lr(0, state.step);
+    double lr = 0.0;  // logged: the largest group lr (all equal in pretraining)
     auto& torch_groups = optimizer->param_groups();
-    for (size_t g = 0; g < torch_groups.size(); ++g)
-      static_cast<torch::optim::AdamWOptions&>(torch_groups[g].options())
-          .lr(schedule->lr(static_cast<int>(g), state.step) * groups[g].lr_scale);
+    for (size_t g = 0; g < torch_groups.size(); ++g) {
+      const double group_lr = schedule->lr(static_cast<int>(g), state.step) * groups[g].lr_scale;
+      static_cast<torch::optim::AdamWOptions&>(torch_groups[g].options()).lr(group_lr);
+      lr = std::max(lr, group_lr);
+    }
     optimizer->step();
     optimizer->zero_grad();
     ++state.step;
@@ -354,7 +363,7 @@ TrainResult train(const Config& cfg, TrainTask& task, DataLoader& loader, const 
       result.step = state.step;
       return result;
     }
-    if (cfg.eval.knn_every > 0 && state.step % cfg.eval.knn_every == 0 && state.step < steps) evaluate();
+    if (eval_every > 0 && state.step % eval_every == 0 && state.step < steps) evaluate();
     if (state.step % cfg.train.checkpoint_every == 0 && state.step < steps) save();
   }
 

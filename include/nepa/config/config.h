@@ -173,7 +173,8 @@ struct ScheduleConfig {
 
   template <class Self, class V>
   static void visit(Self& self, V& v) {
-    v("name", self.name, "lr schedule: cosine (linear warmup, then cosine to min_lr) | constant");
+    v("name", self.name,
+      "lr schedule: cosine (linear warmup, then cosine to min_lr) | constant | llrd_cosine_warmup | llrd_cosine");
     v("epochs", self.epochs, "passes over the training set");
     v("max_steps", self.max_steps, "optimizer steps; 0 = derived from epochs");
     v("warmup_fraction", self.warmup_fraction, "fraction of the steps spent in linear warmup");
@@ -256,6 +257,45 @@ struct EvalConfig {
   }
 };
 
+// Supervised fine-tuning and probes (NEPA-SPEC §4): head, layer-wise lr decay, label mixing, EMA.
+struct FinetuneConfig {
+  std::string init;
+  std::string head = "finetune";
+  int num_classes = 0;
+  bool freeze_embed = true;
+  double llrd = 0.65;
+  double llrd_end = 1.0;
+  double head_lr = 1e-3;
+  double label_smoothing = 0.1;
+  double mixup_alpha = 0.8;
+  double cutmix_alpha = 1.0;
+  double mixup_prob = 1.0;
+  double mixup_switch_prob = 0.5;
+  bool ema = true;
+  double ema_decay = 0.9999;
+  double eval_every_epochs = 1.0;
+
+  template <class Self, class V>
+  static void visit(Self& self, V& v) {
+    v("init", self.init,
+      "weights to start from: a pretraining checkpoint, an HF model folder or model.safetensors; empty = random init");
+    v("head", self.head, "finetune (mean-pooled patch tokens -> fc_norm -> classifier, whole network trained)");
+    v("num_classes", self.num_classes, "classifier outputs; 0 = the training set's class count");
+    v("freeze_embed", self.freeze_embed, "keep the patch embedding fixed");
+    v("llrd", self.llrd, "layer-wise lr decay: block i gets llrd^(L-1-i), the embeddings llrd^L");
+    v("llrd_end", self.llrd_end, "schedule llrd_cosine: the value llrd moves to along the cosine");
+    v("head_lr", self.head_lr, "peak lr of the classifier and the backbone's final layernorm (absolute, not scaled)");
+    v("label_smoothing", self.label_smoothing, "soft targets: 1 - s + s/C on the label, s/C elsewhere");
+    v("mixup_alpha", self.mixup_alpha, "Mixup Beta(alpha, alpha); 0 = off");
+    v("cutmix_alpha", self.cutmix_alpha, "CutMix Beta(alpha, alpha); 0 = off");
+    v("mixup_prob", self.mixup_prob, "probability that a batch is mixed at all");
+    v("mixup_switch_prob", self.mixup_switch_prob, "with both on: probability of CutMix instead of Mixup");
+    v("ema", self.ema, "keep an exponential moving average of all weights, evaluated beside them");
+    v("ema_decay", self.ema_decay, "EMA decay per optimizer step");
+    v("eval_every_epochs", self.eval_every_epochs, "evaluate every this many epochs (and at the end); 0 = end only");
+  }
+};
+
 struct Config {
   ModelConfig model;
   ObjectiveConfig objective;
@@ -266,6 +306,7 @@ struct Config {
   DistConfig dist;
   LogConfig log;
   EvalConfig eval;
+  FinetuneConfig finetune;
 
   template <class Self, class V>
   static void visit(Self& self, V& v) {
@@ -278,6 +319,7 @@ struct Config {
     v.section("dist", self.dist, "multi-process data parallel");
     v.section("log", self.log, "progress logging");
     v.section("eval", self.eval, "evaluation during and after training");
+    v.section("finetune", self.finetune, "supervised fine-tuning (nepa_finetune)");
   }
 };
 

@@ -36,6 +36,8 @@ class Dataset {
   virtual std::string describe(int64_t index) const = 0;
   // The whole set, for messages: the folder of an ImageFolder, "fashion_mnist <split>", ...
   virtual std::string describe_set() const { return "the dataset"; }
+  // Class names by index where the data has them (ImageFolder folders, Fashion-MNIST's ten), else empty.
+  virtual std::vector<std::string> class_names() const { return {}; }
 
   // Unreadable samples met by any loader of this dataset (train loop and k-NN loaders share it), so a bad file
   // is decoded, logged and counted once per run, not once per epoch or per loader. Thread-safe.

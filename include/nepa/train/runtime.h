@@ -10,6 +10,7 @@
 #include <string>
 
 #include "nepa/config/config.h"
+#include "nepa/data/loader.h"
 #include "nepa/dist/comm.h"
 #include "nepa/dist/launch.h"
 
@@ -23,6 +24,9 @@ struct Runtime {
 
   bool is_main() const { return launch.rank == 0; }
   dist::Comm* comm_ptr() const { return comm.get(); }
+  // The training loader of this process: train.micro_batch images per batch, train.seed, this device, and
+  // this rank's shard of every epoch.
+  LoaderOptions train_loader_options(const Config& config) const;
 };
 
 // Rank 0 logs to the console and to <train.output_dir>/<log_file>; the other ranks log warnings and errors only,

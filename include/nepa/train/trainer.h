@@ -43,6 +43,11 @@ class TrainTask {
   virtual std::vector<std::pair<std::string, double>> evaluate(int64_t /*step*/) { return {}; }
   // Writes the deliverable (e.g. an HF-layout model folder) into `dir`.
   virtual void export_final(const std::string& dir) = 0;
+  // The lr of each of param_groups() per step (multiplied by the group's lr_scale). Default: the config's
+  // warmup + cosine, the same for every group.
+  virtual std::unique_ptr<LrSchedule> make_schedule(const Config& config, int64_t total_steps);
+  // Optimizer steps between evaluations during training (0 = only at the end). Default: eval.knn_every.
+  virtual int64_t eval_every(const Config& config, int64_t steps_per_epoch);
 };
 
 // A non-finite loss. The message names the step and the checkpoint holding the last good state.

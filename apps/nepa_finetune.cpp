@@ -1,0 +1,127 @@
+// nepa_finetune: supervised fine-tuning of a NEPA backbone (NEPA-SPEC §4), and evaluation of classifiers.
+//   nepa_finetune --config configs/finetune/vitb.yaml --set data.root=/data/imagenet --set finetune.init=runs/x/final
+//   nepa_finetune --config configs/finetune/vitb.yaml --set data.root=... --eval-only --weights nepa-base-patch14-224-sft
+// Multi-process as nepa_pretrain (torchrun --no-python / srun). Exit codes: 0 done or stopped by a signal,
+// 2 config error, 3 diverged, 1 other errors.
+#include <CLI/CLI.hpp>
+#include <spdlog/spdlog.h>
+#include <torch/torch.h>
+
+#include <filesystem>
+#include <iostream>
+
+#include "nepa/config/config.h"
+#include "nepa/config/hf_config.h"
+#include "nepa/data/dataset.h"
+#include "nepa/data/loader.h"
+#include "nepa/model/classifier.h"
+#include "nepa/train/finetune_task.h"
+#include "nepa/train/runtime.h"
+#include "nepa/train/trainer.h"
+
+namespace fs = std::filesystem;
+using namespace nepa;
+
+namespace {
+
+// The classifier described by `weights`: an HF folder (or its model.safetensors) brings its own config.json;
+// a training checkpoint is read with the model section of the config. Loaded strictly.
+ViTNepaForImageClassification load_for_eval(const std::string& weights, const Config& cfg) {
+  fs::path dir = fs::is_directory(weights) ? fs::path(weights) : fs::path(weights).parent_path();
+  auto tensors = read_classifier_weights(weights);
+  auto it = tensors.find("classifier.weight");
+  if (it == tensors.end()) throw std::runtime_error(weights + ": no classifier.weight (not a classification checkpoint)");
+  ModelConfig model = cfg.model;
+  if (fs::exists(dir / "config.json") && !fs::exists(dir / "latest")) {
+    model = read_hf_config((dir / "config.json").string()).model;
+    spdlog::info("model from {}", (dir / "config.json").string());
+  }
+  ViTNepaForImageClassification m(model, it->second.size(0));
+  load_state_dict(*m, tensors, /*strict=*/true, weights);
+  return m;
+}
+
+int run(const LoadedConfig& loaded, const std::string& resume, bool dry_run, bool eval_only,
+        const std::string& weights) {
+  const Config& cfg = loaded.config;
+  if (dry_run) {
+    ViTNepaForImageClassification model(cfg.model, cfg.finetune.num_classes > 0 ? cfg.finetune.num_classes : 1000);
+    std::cout << to_yaml(cfg) << "# classifier: " << count_parameters(*model) << " parameters with "
+              << model->num_classes() << " classes\n";
+    return 0;
+  }
+  Runtime rt = start_runtime(loaded, eval_only ? "eval.log" : "train.log");
+  auto eval_set = make_dataset(cfg.data, cfg.data.eval_split);
+
+  if (eval_only) {
+    if (weights.empty()) throw std::runtime_error("--eval-only needs --weights (an HF folder or a checkpoint)");
+    ViTNepaForImageClassification model = load_for_eval(weights, cfg);
+    model->to(rt.device);
+    ClassificationResult r = evaluate_on(model, eval_set, cfg, rt.device, rt.comm_ptr());
+    spdlog::info("{}: top-1 {:.2f}% top-5 {:.2f}% on {} images of '{}'", weights, r.top1_pct(), r.top5_pct(), r.count,
+                 cfg.data.eval_split);
+    if (rt.is_main()) {
+      fs::create_directories(cfg.train.output_dir);
+      const fs::path out = cfg.train.output_dir;
+      write_confusion_csv(r, eval_set->class_names(), (out / "eval_confusion.csv").string());
+      write_per_class_csv(r, eval_set->class_names(), (out / "eval_per_class.csv").string());
+      spdlog::info("confusion matrix and per-class accuracy in {}", out.string());
+    }
+    return 0;
+  }
+
+  torch::manual_seed(cfg.train.seed);
+  auto train_set = make_dataset(cfg.data, cfg.data.split);
+  const int64_t classes = cfg.finetune.num_classes > 0 ? cfg.finetune.num_classes : train_set->num_classes();
+  if (classes <= 0) throw std::runtime_error("finetune.num_classes is 0 and the training set has no labels");
+  ViTNepaForImageClassification model(cfg.model, classes);
+  if (!cfg.finetune.init.empty()) {
+    LoadReport report = load_classifier_init(model, cfg.finetune.init);
+    spdlog::info("initialised from {}{}", cfg.finetune.init, report.ok() ? "" : ":\n" + report.summary());
+  } else {
+    spdlog::info("no finetune.init: training from random init");
+  }
+  model->to(rt.device);
+  spdlog::info("data: {} '{}' {} images, {} classes; eval '{}' {} images; device {}, {} threads", cfg.data.dataset,
+               cfg.data.split, train_set->size(), classes, cfg.data.eval_split, eval_set->size(), rt.device.str(),
+               rt.threads);
+
+  DataLoader loader(train_set, cfg.data, rt.train_loader_options(cfg));
+  FinetuneTask task(cfg, model, eval_set, rt.device, rt.comm_ptr(), train_set->class_names());
+
+  if (rt.is_main()) save_config(cfg, (fs::path(cfg.train.output_dir) / "config.yaml").string());
+  TrainResult result = train(cfg, task, loader, TrainOptions{resume, to_yaml(cfg), rt.comm_ptr()});
+  if (result.status == TrainResult::Status::kInterrupted) {
+    spdlog::info("stopped at step {}/{}; continue with --resume auto (checkpoint {})", result.step, result.total_steps,
+                 result.checkpoint);
+    return 0;
+  }
+  spdlog::info("done: {} steps; run directory {}", result.step, cfg.train.output_dir);
+  for (const auto& [name, value] : result.last_eval) spdlog::info("  {:<10} {:6.2f}", name, value);
+  if (task.ema()) spdlog::info("  best EMA top-1 {:.2f}% ({}/best_ema)", task.best_ema_top1(), cfg.train.output_dir);
+  spdlog::info("  classifier {}/model.safetensors + config.json{}", result.export_dir,
+               task.ema() ? fmt::format(" (EMA: {}_ema)", result.export_dir) : "");
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"nepa_finetune: fine-tune and evaluate NEPA classifiers"};
+  std::string config_path, resume, output_dir, init, weights;
+  std::vector<std::string> sets;
+  bool dry_run = false, eval_only = false;
+  app.add_option("--config", config_path, "experiment YAML (configs/finetune/*.yaml)")->required();
+  app.add_option("--set", sets, "override a key, e.g. --set data.root=/data/imagenet (repeatable)");
+  app.add_option("--init", init, "weights to start from (same as --set finetune.init=PATH)");
+  app.add_option("--resume", resume, "auto (latest checkpoint of the run directory, if any) or a checkpoint path");
+  app.add_option("--output-dir", output_dir, "run directory (overrides train.output_dir)");
+  app.add_flag("--eval-only", eval_only, "evaluate --weights on data.eval_split and exit");
+  app.add_option("--weights", weights, "--eval-only: an HF classification folder or a nepa_finetune checkpoint");
+  app.add_flag("--dry-run", dry_run, "print the effective config and the model size, then exit");
+  CLI11_PARSE(app, argc, argv);
+  if (!output_dir.empty()) sets.push_back("train.output_dir=" + output_dir);
+  if (!init.empty()) sets.push_back("finetune.init=" + init);
+  spdlog::set_pattern("[%Y-%m-%d %H:%M:%S] %^%l%$ %v");
+  return guarded_main([&] { return run(load_config(config_path, sets), resume, dry_run, eval_only, weights); });
+}

@@ -1,0 +1,153 @@
+"""End-to-end checks of nepa_finetune (run by ctest).
+
+1. A short pretraining run's export initialises the classifier (only the head reported missing), fine-tuning
+   runs with the layer-wise lr table, and exports the weights, their EMA and the best EMA in the HF layout.
+2. --eval-only on those exports gives exactly the accuracy the training run logged (weights and EMA).
+3. A fine-tuning run stopped by SIGTERM and resumed ends with the same weights, EMA and figures as an
+   uninterrupted run.
+
+usage: check_finetune_cli.py <nepa_pretrain> <nepa_finetune> <work dir>
+"""
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+from safetensors.numpy import load_file
+
+MODEL = """
+model:
+  image_size: 16
+  patch_size: 4
+  num_channels: 3
+  hidden_size: 32
+  num_hidden_layers: 3
+  num_attention_heads: 2
+  intermediate_size: 64
+data:
+  dataset: synthetic
+  synthetic_size: 192
+  image_size: 16
+  num_workers: 1
+train:
+  total_batch: 16
+  micro_batch: 16
+  threads: 1
+log:
+  log_every: 1
+"""
+PRETRAIN = MODEL + """
+schedule:
+  max_steps: 20
+"""
+# The same backbone, bidirectional and with drop path, as fine-tuning uses it.
+FINETUNE = MODEL.replace("  intermediate_size: 64\n", "  intermediate_size: 64\n  is_causal: false\n  drop_path_prob: 0.1\n") + """
+optim:
+  base_lr: 4.0e-3
+  betas: [0.9, 0.999]
+schedule:
+  name: llrd_cosine_warmup
+  max_steps: 60
+  warmup_fraction: 0.2
+finetune:
+  llrd: 0.75
+  ema_decay: 0.9
+  eval_every_epochs: 1
+"""
+
+
+def check(cond, msg):
+    if not cond:
+        sys.exit("FAIL: " + msg)
+
+
+def run(args, timeout=300):
+    r = subprocess.run(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=timeout)
+    check(r.returncode == 0, f"{' '.join(args)} exited {r.returncode}:\n{r.stdout[-3000:]}")
+    return r.stdout
+
+
+def evals(run_dir):
+    return [json.loads(l) for l in open(os.path.join(run_dir, "metrics.jsonl")) if '"kind":"eval"' in l]
+
+
+def eval_only(exe, cfg, weights, out):
+    text = run([exe, "--config", cfg, "--eval-only", "--weights", weights, "--output-dir", out])
+    m = re.search(r"top-1 ([0-9.]+)% top-5 ([0-9.]+)%", text)
+    check(m, "no accuracy line:\n" + text)
+    return float(m.group(1)), float(m.group(2))
+
+
+def main():
+    pretrain, finetune, work = sys.argv[1:4]
+    shutil.rmtree(work, ignore_errors=True)
+    os.makedirs(work)
+    pcfg, fcfg = os.path.join(work, "pretrain.yaml"), os.path.join(work, "finetune.yaml")
+    open(pcfg, "w").write(PRETRAIN)
+    open(fcfg, "w").write(FINETUNE)
+
+    # ---- 1. pretrain -> fine-tune ---------------------------------------------------------------------------
+    run([pretrain, "--config", pcfg, "--output-dir", os.path.join(work, "pre")])
+    backbone = os.path.join(work, "pre", "final")
+    ft_dir = os.path.join(work, "ft")
+    out = run([finetune, "--config", fcfg, "--output-dir", ft_dir, "--init", backbone])
+    check("missing keys (4): classifier.bias, classifier.weight, fc_norm.bias, fc_norm.weight" in out,
+          "the init report should name exactly the head:\n" + out[:3000])
+    check("layer-wise lr decay (llrd_cosine_warmup" in out and "vit_nepa.encoder.layer.2.*" in out,
+          "no lr table:\n" + out[:3000])
+    for d in ("final", "final_ema", "best_ema"):
+        cfg = json.load(open(os.path.join(ft_dir, d, "config.json")))
+        check(cfg["architectures"] == ["ViTNepaForImageClassification"], f"{d}: {cfg['architectures']}")
+        check(len(cfg["id2label"]) == 10, f"{d}: id2label has {len(cfg['id2label'])} entries")
+        keys = load_file(os.path.join(ft_dir, d, "model.safetensors")).keys()
+        check({"classifier.weight", "classifier.bias", "fc_norm.weight", "fc_norm.bias"} <= set(keys), f"{d}: head keys")
+        check(all(k.startswith(("vit_nepa.", "fc_norm.", "classifier.")) for k in keys), f"{d}: stray keys")
+    e = evals(ft_dir)
+    check(len(e) >= 2, f"{len(e)} evaluations (expected one per epoch and one at the end)")
+    last = e[-1]
+    print(f"fine-tuned: top-1 {last['top1']:.2f} / EMA {last['ema_top1']:.2f} after {last['step']} steps")
+
+    # ---- 2. --eval-only reproduces the logged figures --------------------------------------------------------
+    for weights, key in (("final", "top1"), ("final_ema", "ema_top1")):
+        top1, top5 = eval_only(finetune, fcfg, os.path.join(ft_dir, weights), os.path.join(work, "eval_" + weights))
+        check(abs(top1 - last[key]) < 0.006 and abs(top5 - last[key.replace("1", "5")]) < 0.006,
+              f"--eval-only {weights}: {top1}/{top5} vs logged {last[key]}/{last[key.replace('1', '5')]}")
+        check(os.path.exists(os.path.join(work, "eval_" + weights, "eval_per_class.csv")), "no per-class csv")
+    best = max(x["ema_top1"] for x in e)
+    top1, _ = eval_only(finetune, fcfg, os.path.join(ft_dir, "best_ema"), os.path.join(work, "eval_best"))
+    check(abs(top1 - best) < 0.006, f"best_ema evaluates to {top1}, the best logged EMA top-1 was {best}")
+    print(f"--eval-only: final {last['top1']:.2f}, final_ema {last['ema_top1']:.2f}, best_ema {best:.2f} reproduced")
+
+    # ---- 3. SIGTERM + resume = uninterrupted ------------------------------------------------------------------
+    stopped = os.path.join(work, "stopped")
+    args = [finetune, "--config", fcfg, "--init", backbone, "--set", "schedule.max_steps=400",
+            "--set", "finetune.eval_every_epochs=0"]
+    run(args + ["--output-dir", os.path.join(work, "whole")])
+    p = subprocess.Popen(args + ["--output-dir", stopped], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    metrics = os.path.join(stopped, "metrics.jsonl")
+    deadline = time.time() + 120
+    while time.time() < deadline and not (os.path.exists(metrics) and len(open(metrics).readlines()) >= 30):
+        time.sleep(0.01)
+    p.send_signal(signal.SIGTERM)
+    out, _ = p.communicate(timeout=120)
+    check(p.returncode == 0, f"SIGTERM: exit {p.returncode}\n{out[-2000:]}")
+    steps_done = len([l for l in open(metrics) if '"kind":"train"' in l])
+    check(steps_done < 400, "the run finished before the signal")
+    run(args + ["--output-dir", stopped, "--resume", "auto"])
+    for d in ("final", "final_ema"):
+        a = load_file(os.path.join(work, "whole", d, "model.safetensors"))
+        b = load_file(os.path.join(stopped, d, "model.safetensors"))
+        diff = max(float(np.abs(a[k] - b[k]).max()) for k in a)
+        check(diff == 0.0, f"{d}: resumed run differs by {diff}")
+    check(evals(stopped)[-1] == evals(os.path.join(work, "whole"))[-1], "final evaluation differs after resume")
+    print(f"stopped at step {steps_done} of 400 and resumed: weights, EMA and final figures identical")
+    print("OK")
+
+
+if __name__ == "__main__":
+    main()

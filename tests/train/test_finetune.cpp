@@ -1,0 +1,213 @@
+#include <gtest/gtest.h>
+#include <torch/torch.h>
+
+#include <cmath>
+#include <filesystem>
+#include <set>
+
+#include "nepa/eval/classification.h"
+#include "nepa/io/safetensors.h"
+#include "nepa/model/classifier.h"
+#include "nepa/train/checkpoint.h"
+#include "nepa/train/ema.h"
+#include "nepa/train/finetune_task.h"
+#include "nepa/train/llrd.h"
+#include "train_test_util.h"
+
+namespace nepa {
+namespace {
+namespace fs = std::filesystem;
+
+ModelConfig four_blocks() {
+  ModelConfig m = test::tiny_model_config();
+  m.num_hidden_layers = 4;
+  m.is_causal = false;
+  return m;
+}
+
+std::vector<std::pair<std::string, torch::Tensor>> named(torch::nn::Module& m) {
+  std::vector<std::pair<std::string, torch::Tensor>> out;
+  for (const auto& p : m.named_parameters()) out.emplace_back(p.key(), p.value());
+  return out;
+}
+
+TEST(Llrd, GroupFactorsForEveryParameterOfAFourBlockModel) {
+  ViTNepaForImageClassification model(four_blocks(), 10);
+  LlrdGroups g = llrd_groups(named(*model), 4, 0.05);
+  LlrdSchedule s("llrd_cosine_warmup", g.specs, /*base=*/1.0, /*head=*/0.5, /*llrd=*/0.65, 1.0, 0.0, 100, 1000);
+  std::set<std::string> seen;
+  for (size_t gi = 0; gi < g.groups.size(); ++gi) {
+    for (size_t k = 0; k < g.groups[gi].params.size(); ++k) {
+      const std::string& name = g.groups[gi].param_names[k];
+      const torch::Tensor& p = g.groups[gi].params[k];
+      seen.insert(name);
+      double factor = 1.0, peak = 1.0;
+      if (name.rfind("vit_nepa.embeddings.", 0) == 0) {
+        factor = std::pow(0.65, 4);
+        peak = factor;
+      } else if (name.rfind("vit_nepa.encoder.layer.", 0) == 0) {
+        const int i = name[std::string("vit_nepa.encoder.layer.").size()] - '0';
+        factor = std::pow(0.65, 3 - i);
+        peak = factor;
+      } else if (name.rfind("classifier.", 0) == 0 || name.rfind("vit_nepa.layernorm.", 0) == 0) {
+        peak = 0.5;  // head_lr, factor 1
+      } else {
+        ASSERT_EQ(name.rfind("fc_norm.", 0), 0u) << name;
+      }
+      EXPECT_NEAR(s.factor(static_cast<int>(gi), 0), factor, 1e-12) << name;
+      EXPECT_NEAR(s.peak(static_cast<int>(gi)), peak, 1e-12) << name;
+      EXPECT_EQ(g.groups[gi].weight_decay, p.dim() >= 2 ? 0.05 : 0.0) << name;
+      EXPECT_EQ(g.groups[gi].lr_scale, 1.0);
+    }
+  }
+  EXPECT_EQ(seen.size(), model->parameters().size());  // every parameter, once
+  EXPECT_TRUE(seen.count("vit_nepa.embeddings.cls_token"));
+}
+
+TEST(Llrd, FrozenParametersAreLeftOut) {
+  ViTNepaForImageClassification model(four_blocks(), 10);
+  for (auto& p : model->vit_nepa->embeddings->patch_embeddings->parameters()) p.set_requires_grad(false);
+  LlrdGroups g = llrd_groups(named(*model), 4, 0.05);
+  for (const auto& grp : g.groups)
+    for (const auto& n : grp.param_names) EXPECT_EQ(n.find("patch_embeddings"), std::string::npos) << n;
+}
+
+TEST(Llrd, CosineWarmupSchedulePerGroupAgainstTheFormula) {
+  std::vector<LlrdSpec> specs = {{4, false, ""}, {1, false, ""}, {0, false, ""}, {-1, true, ""}, {-1, false, ""}};
+  const double base = 2e-3, head = 1e-3, llrd = 0.65, min_lr = 1e-6;
+  const int64_t W = 200, total = 1000;
+  LlrdSchedule s("llrd_cosine_warmup", specs, base, head, llrd, 1.0, min_lr, W, total);
+  for (int g = 0; g < 5; ++g) {
+    const double f = specs[g].depth >= 0 ? std::pow(llrd, specs[g].depth) : 1.0;
+    const double peak = specs[g].head ? head : base * f;
+    const int64_t w = std::max<int64_t>(1, W - std::llround(W * std::min(f, 1.0)));
+    EXPECT_EQ(s.warmup_steps(g), w) << g;
+    for (int64_t step : {int64_t{0}, int64_t{1}, w / 2, w - 1, w, w + 1, int64_t{500}, total - 1, total}) {
+      double expected;
+      if (step < w) expected = peak * step / w;
+      else expected = min_lr + (peak - min_lr) * 0.5 * (1 + std::cos(M_PI * std::min(1.0, double(step - w) / (total - w))));
+      EXPECT_NEAR(s.lr(g, step), expected, 1e-15) << "group " << g << " step " << step;
+    }
+  }
+  // The most decayed group warms up longest: embeddings (0.65^4 = 0.18) -> 200 - 36 = 164 steps.
+  EXPECT_EQ(s.warmup_steps(0), 164);
+  EXPECT_EQ(s.warmup_steps(3), 1);
+}
+
+TEST(Llrd, CosineScheduleMovesLlrdAlongTheRun) {
+  std::vector<LlrdSpec> specs = {{3, false, ""}, {-1, true, ""}};
+  LlrdSchedule s("llrd_cosine", specs, 1.0, 0.5, 0.35, 1.0, 0.0, 100, 1000);
+  EXPECT_EQ(s.warmup_steps(0), 100);  // common warmup
+  EXPECT_EQ(s.warmup_steps(1), 100);
+  for (int64_t step : {0, 50, 100, 400, 999}) {
+    const double llrd = 1.0 + (0.35 - 1.0) * 0.5 * (1 + std::cos(M_PI * step / 1000.0));
+    const double shape = step < 100 ? step / 100.0 : 0.5 * (1 + std::cos(M_PI * (step - 100) / 900.0));
+    EXPECT_NEAR(s.factor(0, step), std::pow(llrd, 3), 1e-12) << step;
+    EXPECT_NEAR(s.lr(0, step), shape * std::pow(llrd, 3), 1e-12) << step;
+    EXPECT_NEAR(s.lr(1, step), shape * 0.5, 1e-12) << step;
+  }
+}
+
+TEST(Ema, ArithmeticAndRoundTrip) {
+  torch::nn::Linear lin(3, 2);
+  torch::NoGradGuard no_grad;
+  lin->weight.fill_(1.0);
+  lin->bias.fill_(0.0);
+  Ema ema(*lin, 0.9);
+  lin->weight.fill_(2.0);
+  lin->bias.fill_(-1.0);
+  for (int k = 0; k < 5; ++k) ema.update(*lin);
+  // e_k = d^k e_0 + (1 - d^k) w
+  const double d5 = std::pow(0.9, 5);
+  torch::nn::Linear twin(3, 2);
+  ema.copy_to(*twin);
+  EXPECT_NEAR(twin->weight[0][0].item<double>(), d5 * 1.0 + (1 - d5) * 2.0, 1e-6);
+  EXPECT_NEAR(twin->bias[1].item<double>(), (1 - d5) * -1.0, 1e-6);
+  Ema other(*lin, 0.9);
+  other.load_state(ema.state("ema."), "ema.");
+  torch::nn::Linear twin2(3, 2);
+  other.copy_to(*twin2);
+  EXPECT_TRUE(torch::equal(twin->weight, twin2->weight));
+  EXPECT_THROW(other.load_state({}, "ema."), std::runtime_error);
+}
+
+TEST(Classification, TopKOnHandMadeLogits) {
+  torch::Tensor logits = torch::tensor({{0.1, 0.9, 0.0, 0.0, 0.0, 0.0},    // label 1: top-1
+                                        {0.5, 0.1, 0.4, 0.3, 0.2, 0.0},    // label 2: 2nd -> top-5 only
+                                        {0.0, 0.1, 0.2, 0.3, 0.4, 0.5},    // label 0: 6th -> neither
+                                        {0.3, 0.2, 0.1, 0.0, -0.1, 0.9}});  // label 3: 5th -> top-5
+  torch::Tensor labels = torch::tensor({1, 2, 0, 3}, torch::kInt64);
+  EXPECT_EQ(topk_correct(logits, labels, 1), 1);
+  EXPECT_EQ(topk_correct(logits, labels, 5), 3);
+  EXPECT_EQ(topk_correct(logits, labels, 100), 4);  // k capped at the class count
+}
+
+TEST(Classifier, APretrainingCheckpointLeavesExactlyTheHeadMissing) {
+  test::TempDir dir;
+  torch::manual_seed(0);
+  ModelConfig m = four_blocks();
+  ViTNepaModel backbone(m);
+  // Both forms a pretraining run leaves: the HF export and a training checkpoint.
+  save_hf_model(dir.file("hf"), backbone, HfModelConfig{m, {}, {}, {}});
+  auto groups = decay_groups(*backbone, 0.05);
+  auto opt = make_adamw(groups, OptimConfig{});
+  CheckpointDir ckpt(dir.file("ckpt"), 1);
+  const std::string path = ckpt.save(*backbone, *opt, groups, TrainState{}, "");
+  const std::set<std::string> head = {"classifier.bias", "classifier.weight", "fc_norm.bias", "fc_norm.weight"};
+  for (const std::string& source : {dir.file("hf"), path}) {
+    ViTNepaForImageClassification cls(m, 7);
+    LoadReport r = load_classifier_init(cls, source);
+    EXPECT_EQ(std::set<std::string>(r.missing.begin(), r.missing.end()), head) << source;
+    EXPECT_TRUE(r.unexpected.empty()) << source;
+    EXPECT_TRUE(torch::equal(cls->vit_nepa->embeddings->cls_token, backbone->embeddings->cls_token)) << source;
+  }
+  // A backbone of another width does not fit: one error naming the file.
+  ModelConfig wide = m;
+  wide.hidden_size = 64;
+  ViTNepaForImageClassification w(wide, 7);
+  std::string msg = test::error_of<std::runtime_error>([&] { load_classifier_init(w, dir.file("hf")); });
+  EXPECT_NE(msg.find(dir.file("hf")), std::string::npos) << msg;
+}
+
+TEST(FinetuneTask, FrozenEmbeddingStaysAndEverythingElseTrains) {
+  test::TempDir dir;
+  Config c = test::tiny_train_config(dir.file("run"));
+  c.model.is_causal = false;
+  c.schedule.name = "llrd_cosine_warmup";
+  c.schedule.max_steps = 4;
+  c.finetune.ema = true;
+  c.finetune.ema_decay = 0.5;
+  c.finetune.eval_every_epochs = 0;
+  c.data.synthetic_size = 32;
+  validate(c);
+  torch::manual_seed(0);
+  auto train_set = make_dataset(c.data, "train"), eval_set = make_dataset(c.data, "test");
+  LoaderOptions o;
+  o.batch_size = c.train.micro_batch;
+  DataLoader loader(train_set, c.data, o);
+  ViTNepaForImageClassification model(c.model, 10);
+  std::map<std::string, torch::Tensor> before;
+  for (const auto& p : model->named_parameters()) before[p.key()] = p.value().detach().clone();
+  FinetuneTask task(c, model, eval_set, torch::kCPU);
+  TrainResult r = train(c, task, loader, {"", to_yaml(c)});
+  EXPECT_EQ(r.step, 4);
+  for (const auto& p : model->named_parameters()) {
+    const bool frozen = p.key().find("patch_embeddings") != std::string::npos;
+    EXPECT_EQ(torch::equal(p.value(), before[p.key()]), frozen) << p.key();
+  }
+  // The end-of-run evaluation reports both weight sets, and the exports exist.
+  std::set<std::string> names;
+  for (const auto& [k, v] : r.last_eval) names.insert(k);
+  EXPECT_EQ(names, (std::set<std::string>{"top1", "top5", "ema_top1", "ema_top5"}));
+  EXPECT_TRUE(fs::exists(dir.file("run/final/model.safetensors")));
+  EXPECT_TRUE(fs::exists(dir.file("run/final_ema/config.json")));
+  EXPECT_TRUE(fs::exists(dir.file("run/best_ema/model.safetensors")));
+  EXPECT_TRUE(fs::exists(dir.file("run/eval_confusion.csv")));
+  // Resuming restores the EMA: a checkpoint holds it.
+  auto tensors = load_safetensors(r.checkpoint);
+  EXPECT_GT(tensors.count("extra.ema.classifier.weight"), 0u);
+  EXPECT_GT(tensors.count("extra.best_ema_top1"), 0u);
+}
+
+}  // namespace
+}  // namespace nepa
