@@ -1,5 +1,7 @@
 #include "nepa/config/config.h"
 
+#include "nepa/data/randaugment.h"
+
 #include <yaml-cpp/yaml.h>
 
 #include <cmath>
@@ -262,6 +264,17 @@ void validate(const Config& cfg, const ConfigOrigins& origins) {
   c.require(d.max_bad_fraction >= 0 && d.max_bad_fraction <= 1, "data.max_bad_fraction", "must be in [0, 1]");
   c.require(d.eval_crop_pct > 0 && d.eval_crop_pct <= 1, "data.eval_crop_pct", "must be in (0, 1]");
   c.require(d.synthetic_size > 0, "data.synthetic_size", "must be positive");
+  if (!d.auto_augment.empty()) {
+    std::string why;
+    try {
+      RandAugmentSpec::parse(d.auto_augment);
+    } catch (const std::invalid_argument& e) {
+      why = e.what();
+    }
+    c.require(why.empty(), "data.auto_augment", why);
+  }
+  c.require(d.color_jitter >= 0, "data.color_jitter", "must be >= 0 (0 = off)");
+  c.require(d.erase_prob >= 0 && d.erase_prob <= 1, "data.erase_prob", "must be in [0, 1]");
 
   const auto& op = cfg.optim;
   c.require(op.name == "adamw", "optim.name", "unknown optimizer '" + op.name + "' (adamw)");

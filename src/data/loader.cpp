@@ -10,6 +10,7 @@
 #include <mutex>
 #include <thread>
 
+#include "nepa/data/randaugment.h"
 #include "nepa/data/transforms.h"
 
 namespace nepa {
@@ -114,7 +115,9 @@ struct DataLoader::Impl {
       throw std::logic_error(fmt::format("data: transform of {} gave {}x{}x{}, expected {}x{}x{}",
                                          dataset->describe(index), view.rows, view.cols, view.channels(), size,
                                          size, c));
-    normalise_into(view, config.mean, config.std, s.images.data_ptr<float>() + k * c * size * size);
+    float* dst = s.images.data_ptr<float>() + k * c * size * size;
+    normalise_into(view, config.mean, config.std, dst);
+    if (options.train && config.erase_prob > 0) random_erase(dst, c, size, size, config.erase_prob, rng);
     s.labels.data_ptr<int64_t>()[k] = dataset->num_classes() > 0 ? dataset->label(index) : -1;
     s.indices.data_ptr<int64_t>()[k] = index;
   }

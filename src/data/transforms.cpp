@@ -1,5 +1,7 @@
 #include "nepa/data/transforms.h"
 
+#include "nepa/data/randaugment.h"
+
 #include <opencv2/core.hpp>
 #include <opencv2/imgproc.hpp>
 
@@ -116,6 +118,16 @@ cv::Mat train_transform(const cv::Mat& image, const DataConfig& config, SampleRn
   cv::resize(image(cv::Rect(box.x, box.y, box.w, box.h)), out, cv::Size(config.image_size, config.image_size), 0, 0,
              interpolation_flag(config.interpolation));
   if (rng.uniform() < config.hflip_prob) cv::flip(out, out, 1);
+  if (!config.auto_augment.empty()) {
+    AugParams params;
+    // timm: the fill is the normalisation mean in 0-255, the filter the crop's.
+    for (int c = 0; c < std::min<int>(3, static_cast<int>(config.mean.size())); ++c)
+      params.fill[c] = std::min(255.0, std::round(255.0 * config.mean[c]));
+    params.interpolation = interpolation_flag(config.interpolation);
+    out = rand_augment(out, RandAugmentSpec::parse(config.auto_augment), params, rng);
+  } else if (config.color_jitter > 0) {
+    out = color_jitter(out, config.color_jitter, rng);
+  }
   return out;
 }
 

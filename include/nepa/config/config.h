@@ -119,6 +119,9 @@ struct DataConfig {
   std::string file_list;
   double eval_crop_pct = 0.875;
   int synthetic_size = 512;
+  std::string auto_augment;
+  double color_jitter = 0.0;
+  double erase_prob = 0.0;
 
   template <class Self, class V>
   static void visit(Self& self, V& v) {
@@ -140,6 +143,9 @@ struct DataConfig {
     v("file_list", self.file_list, "image_folder: text file of '<class>/<file>' paths (relative to root/<split>) to use; empty = all");
     v("eval_crop_pct", self.eval_crop_pct, "evaluation: resize the shorter side to image_size / eval_crop_pct, then centre crop");
     v("synthetic_size", self.synthetic_size, "synthetic: number of generated images per split");
+    v("auto_augment", self.auto_augment, "training: RandAugment as timm names it, e.g. rand-m9-mstd0.5-inc1; empty = off");
+    v("color_jitter", self.color_jitter, "training: brightness/contrast/saturation jitter strength, only without auto_augment");
+    v("erase_prob", self.erase_prob, "training: probability of random erasing (one box, per-pixel noise) after normalising");
   }
 };
 

@@ -41,7 +41,8 @@ CropBox random_resized_crop_box(int width, int height, const std::vector<double>
 // cv::INTER_* for "bilinear" | "bicubic" | "nearest" | "area".
 int interpolation_flag(const std::string& name);
 
-// Training view: RandomResizedCrop to size x size, then horizontal flip with probability hflip_prob.
+// Training view: RandomResizedCrop to size x size, horizontal flip with probability hflip_prob, then
+// RandAugment (data.auto_augment) or colour jitter (data.color_jitter) when configured (randaugment.h).
 cv::Mat train_transform(const cv::Mat& image, const DataConfig& config, SampleRng& rng);
 
 // Evaluation view: resize the shorter side to round(size / eval_crop_pct), then centre crop size x size.
