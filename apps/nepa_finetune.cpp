@@ -36,7 +36,7 @@ ViTNepaForImageClassification load_for_eval(const std::string& weights, const Co
     model = read_hf_config((dir / "config.json").string()).model;
     spdlog::info("model from {}", (dir / "config.json").string());
   }
-  ViTNepaForImageClassification m(model, it->second.size(0));
+  ViTNepaForImageClassification m(model, it->second.size(0), head_of(tensors), cfg.finetune.probe_blocks);
   load_state_dict(*m, tensors, /*strict=*/true, weights);
   return m;
 }
@@ -45,7 +45,8 @@ int run(const LoadedConfig& loaded, const std::string& resume, bool dry_run, boo
         const std::string& weights) {
   const Config& cfg = loaded.config;
   if (dry_run) {
-    ViTNepaForImageClassification model(cfg.model, cfg.finetune.num_classes > 0 ? cfg.finetune.num_classes : 1000);
+    ViTNepaForImageClassification model(cfg.model, cfg.finetune.num_classes > 0 ? cfg.finetune.num_classes : 1000,
+                                        cfg.finetune.head, cfg.finetune.probe_blocks);
     std::cout << to_yaml(cfg) << "# classifier: " << count_parameters(*model) << " parameters with "
               << model->num_classes() << " classes\n";
     return 0;
@@ -74,7 +75,7 @@ int run(const LoadedConfig& loaded, const std::string& resume, bool dry_run, boo
   auto train_set = make_dataset(cfg.data, cfg.data.split);
   const int64_t classes = cfg.finetune.num_classes > 0 ? cfg.finetune.num_classes : train_set->num_classes();
   if (classes <= 0) throw std::runtime_error("finetune.num_classes is 0 and the training set has no labels");
-  ViTNepaForImageClassification model(cfg.model, classes);
+  ViTNepaForImageClassification model(cfg.model, classes, cfg.finetune.head, cfg.finetune.probe_blocks);
   if (!cfg.finetune.init.empty()) {
     LoadReport report = load_classifier_init(model, cfg.finetune.init);
     spdlog::info("initialised from {}{}", cfg.finetune.init, report.ok() ? "" : ":\n" + report.summary());

@@ -328,7 +328,10 @@ void validate(const Config& cfg, const ConfigOrigins& origins) {
   c.require(e.knn_eval_samples >= 0, "eval.knn_eval_samples", "must be >= 0 (0 = all)");
 
   const auto& f = cfg.finetune;
-  c.require(f.head == "finetune", "finetune.head", "expected finetune, got '" + f.head + "'");
+  c.require(f.head == "finetune" || f.head == "linear_probe" || f.head == "attentive_probe", "finetune.head",
+            "expected finetune, linear_probe or attentive_probe, got '" + f.head + "'");
+  c.require(f.probe_blocks >= 1 && f.probe_blocks <= cfg.model.num_hidden_layers, "finetune.probe_blocks",
+            "must be in [1, model.num_hidden_layers]");
   c.require(f.num_classes >= 0, "finetune.num_classes", "must be >= 0 (0 = from the dataset)");
   c.require(f.llrd > 0 && f.llrd <= 1, "finetune.llrd", "must be in (0, 1]");
   c.require(f.llrd_end > 0 && f.llrd_end <= 1, "finetune.llrd_end", "must be in (0, 1]");

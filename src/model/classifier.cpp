@@ -9,20 +9,82 @@
 namespace nepa {
 namespace fs = std::filesystem;
 
-ViTNepaForImageClassificationImpl::ViTNepaForImageClassificationImpl(const ModelConfig& model, int64_t num_classes)
-    : num_classes_(num_classes) {
+ProbeHeadImpl::ProbeHeadImpl(const std::string& kind, int64_t dim, int64_t heads) : kind_(kind), heads_(heads) {
+  norm = register_module("norm", torch::nn::BatchNorm1d(torch::nn::BatchNorm1dOptions(dim).affine(false).eps(1e-6)));
+  if (kind == "attentive_probe") {
+    query = register_parameter("query", torch::randn({1, 1, dim}) * 0.02);
+    k = register_module("k", torch::nn::Linear(torch::nn::LinearOptions(dim, dim).bias(false)));
+    v = register_module("v", torch::nn::Linear(torch::nn::LinearOptions(dim, dim).bias(false)));
+  } else if (kind != "linear_probe") {
+    throw std::invalid_argument("probe head: unknown kind " + kind);
+  }
+}
+
+torch::Tensor ProbeHeadImpl::forward(const torch::Tensor& x) {
+  if (kind_ == "linear_probe") return norm->forward(x.mean(1));
+  const int64_t b = x.size(0), n = x.size(1), d = x.size(2), hd = d / heads_;
+  torch::Tensor t = norm->forward(x.transpose(1, 2)).transpose(1, 2);  // per-channel over batch and tokens
+  torch::Tensor q = query.expand({b, 1, d}).reshape({b, 1, heads_, hd}).transpose(1, 2);
+  torch::Tensor kk = k->forward(t).reshape({b, n, heads_, hd}).transpose(1, 2);
+  torch::Tensor vv = v->forward(t).reshape({b, n, heads_, hd}).transpose(1, 2);
+  return torch::scaled_dot_product_attention(q, kk, vv).transpose(1, 2).reshape({b, d});
+}
+
+ViTNepaForImageClassificationImpl::ViTNepaForImageClassificationImpl(const ModelConfig& model, int64_t num_classes,
+                                                                     const std::string& head, int probe_blocks)
+    : num_classes_(num_classes), head_(head), probe_blocks_(probe_blocks) {
   if (num_classes <= 0) throw std::invalid_argument("classifier: num_classes must be positive");
+  if (probe_blocks < 1 || probe_blocks > model.num_hidden_layers)
+    throw std::invalid_argument("classifier: probe_blocks must be in [1, num_hidden_layers]");
   vit_nepa = register_module("vit_nepa", ViTNepaModel(model));
-  fc_norm = register_module("fc_norm", LayerNorm(model.hidden_size, model.layer_norm_eps));
+  if (head == "finetune") {
+    fc_norm = register_module("fc_norm", LayerNorm(model.hidden_size, model.layer_norm_eps));
+  } else {
+    probe = register_module("probe", ProbeHead(head, model.hidden_size, model.num_attention_heads));
+    for (auto& p : vit_nepa->parameters()) p.set_requires_grad(false);
+    vit_nepa->eval();
+  }
   classifier = register_module("classifier", torch::nn::Linear(model.hidden_size, num_classes));
   torch::NoGradGuard no_grad;
   trunc_normal_(classifier->weight, model.initializer_range);
   classifier->bias.zero_();
 }
 
+void ViTNepaForImageClassificationImpl::train(bool on) {
+  torch::nn::Module::train(on);
+  if (probe) vit_nepa->eval();  // a frozen feature extractor: no drop path, no RoPE rescaling
+}
+
 torch::Tensor ViTNepaForImageClassificationImpl::features(const torch::Tensor& pixel_values) {
-  torch::Tensor h = vit_nepa->forward(pixel_values).last_hidden_state;
-  return fc_norm->forward(h.narrow(1, 1, h.size(1) - 1).mean(1));
+  if (!probe) {
+    torch::Tensor h = vit_nepa->forward(pixel_values).last_hidden_state;
+    return fc_norm->forward(h.narrow(1, 1, h.size(1) - 1).mean(1));
+  }
+  torch::Tensor tokens;
+  {
+    torch::NoGradGuard no_grad;
+    ForwardOptions opts;
+    opts.output_hidden_states = probe_blocks_ > 1;
+    NepaOutputs out = vit_nepa->forward(pixel_values, opts);
+    if (probe_blocks_ == 1) {
+      tokens = out.last_hidden_state;
+    } else {
+      const auto& hs = out.hidden_states;  // embeddings, then each block's output
+      for (int j = 0; j < probe_blocks_; ++j) {
+        torch::Tensor t = vit_nepa->layernorm->forward(hs[hs.size() - 1 - j]);
+        tokens = tokens.defined() ? tokens + t : t;
+      }
+      tokens = tokens / static_cast<double>(probe_blocks_);
+    }
+    tokens = tokens.narrow(1, 1, tokens.size(1) - 1).to(torch::kFloat32);
+  }
+  return probe->forward(tokens);
+}
+
+std::string head_of(const std::map<std::string, torch::Tensor>& tensors) {
+  if (tensors.count("probe.query")) return "attentive_probe";
+  if (tensors.count("probe.norm.running_mean")) return "linear_probe";
+  return "finetune";
 }
 
 torch::Tensor ViTNepaForImageClassificationImpl::forward(const torch::Tensor& pixel_values) {
@@ -44,7 +106,8 @@ std::map<std::string, torch::Tensor> read_classifier_weights(const std::string& 
       key = key.substr(6);
     }
     // A backbone saved on its own (a pretraining checkpoint, a bare ViTNepaModel file) has no prefix.
-    const bool head = key.rfind("fc_norm.", 0) == 0 || key.rfind("classifier.", 0) == 0;
+    const bool head =
+        key.rfind("fc_norm.", 0) == 0 || key.rfind("classifier.", 0) == 0 || key.rfind("probe.", 0) == 0;
     if (!head && key.rfind(kBackbonePrefix, 0) != 0) key = kBackbonePrefix + key;
     out[key] = v;
   }
@@ -69,7 +132,8 @@ void save_hf_classifier(const std::string& dir, ViTNepaForImageClassification& m
     for (int64_t c = 0; c < model->num_classes(); ++c) hf.id2label.push_back(std::to_string(c));
   std::map<std::string, torch::Tensor> head;
   for (const auto& [name, t] : state_dict(*model))
-    if (name.rfind("fc_norm.", 0) == 0 || name.rfind("classifier.", 0) == 0) head[name] = t;
+    if (name.rfind("fc_norm.", 0) == 0 || name.rfind("classifier.", 0) == 0 || name.rfind("probe.", 0) == 0)
+      head[name] = t;
   save_hf_model(dir, model->vit_nepa, hf, head);
 }
 

@@ -21,7 +21,8 @@ FinetuneTask::FinetuneTask(const Config& config, ViTNepaForImageClassification m
     for (auto& p : model_->vit_nepa->embeddings->patch_embeddings->parameters()) p.set_requires_grad(false);
   if (config_.finetune.ema) {
     ema_ = std::make_unique<Ema>(*model_, config_.finetune.ema_decay);
-    eval_twin_ = ViTNepaForImageClassification(model_->vit_nepa->config(), model_->num_classes());
+    eval_twin_ = ViTNepaForImageClassification(model_->vit_nepa->config(), model_->num_classes(), model_->head(),
+                                               model_->probe_blocks());
     eval_twin_->to(device_);
   }
   std::vector<std::pair<std::string, torch::Tensor>> named;

@@ -211,3 +211,70 @@ TEST(FinetuneTask, FrozenEmbeddingStaysAndEverythingElseTrains) {
 
 }  // namespace
 }  // namespace nepa
+
+namespace nepa {
+namespace {
+
+TEST(Probes, OnlyTheHeadTrainsAndTheBackboneStaysInEvalMode) {
+  for (const std::string head : {"linear_probe", "attentive_probe"}) {
+    SCOPED_TRACE(head);
+    test::TempDir dir;
+    Config c = test::tiny_train_config(dir.file("run"));
+    c.model.is_causal = false;
+    c.finetune.head = head;
+    c.finetune.probe_blocks = 2;
+    c.finetune.ema = false;
+    c.finetune.mixup_alpha = c.finetune.cutmix_alpha = 0;
+    c.finetune.eval_every_epochs = 0;
+    c.schedule.max_steps = 3;
+    validate(c);
+    torch::manual_seed(0);
+    auto train_set = make_dataset(c.data, "train"), eval_set = make_dataset(c.data, "test");
+    LoaderOptions o;
+    o.batch_size = c.train.micro_batch;
+    DataLoader loader(train_set, c.data, o);
+    ViTNepaForImageClassification model(c.model, 10, head, 2);
+    std::map<std::string, torch::Tensor> before;
+    for (const auto& p : state_dict(*model)) before[p.first] = p.second.detach().clone();
+    FinetuneTask task(c, model, eval_set, torch::kCPU);
+    // The trainer puts the module in training mode: the frozen backbone stays in eval mode.
+    model->train();
+    EXPECT_TRUE(model->probe->is_training());
+    EXPECT_FALSE(model->vit_nepa->is_training());
+    TrainResult r = train(c, task, loader, {"", to_yaml(c)});
+    EXPECT_EQ(r.step, 3);
+    for (const auto& [name, t] : state_dict(*model)) {
+      const bool head_tensor = name.rfind("vit_nepa.", 0) != 0;
+      if (name.find("num_batches_tracked") != std::string::npos) continue;
+      EXPECT_EQ(!torch::equal(t, before[name]), head_tensor) << name;  // head moves, backbone does not
+    }
+    // A pretrained backbone leaves the probe and the classifier missing, nothing else.
+    save_hf_model(dir.file("backbone"), model->vit_nepa, HfModelConfig{c.model, {}, {}, {}});
+    ViTNepaForImageClassification fresh(c.model, 10, head, 2);
+    LoadReport rep = load_classifier_init(fresh, dir.file("backbone"));
+    for (const auto& k : rep.missing)
+      EXPECT_TRUE(k.rfind("probe.", 0) == 0 || k.rfind("classifier.", 0) == 0) << k;
+    EXPECT_EQ(head_of(read_classifier_weights(dir.file("run/final"))), head);
+  }
+}
+
+TEST(Probes, AttentivePoolingIsOneQueryAttendingOverTheTokens) {
+  torch::manual_seed(3);
+  ProbeHead p("attentive_probe", 8, 2);
+  p->eval();  // BatchNorm with its initial running statistics (mean 0, var 1): identity up to eps
+  torch::Tensor x = torch::randn({3, 5, 8});
+  torch::Tensor t = x / std::sqrt(1 + 1e-6);
+  // Reference: per head h, softmax(q_h . k_h / sqrt(4)) v_h.
+  torch::Tensor k = p->k->forward(t), v = p->v->forward(t);
+  torch::Tensor out = torch::empty({3, 8});
+  for (int h = 0; h < 2; ++h) {
+    torch::Tensor q = p->query.view({8}).narrow(0, 4 * h, 4);
+    torch::Tensor kh = k.narrow(2, 4 * h, 4), vh = v.narrow(2, 4 * h, 4);
+    torch::Tensor w = torch::softmax(kh.matmul(q) / 2.0, 1);  // [3, 5]
+    out.narrow(1, 4 * h, 4).copy_((w.unsqueeze(2) * vh).sum(1));
+  }
+  EXPECT_LE(test::max_abs_diff(p->forward(x), out), 1e-5);
+}
+
+}  // namespace
+}  // namespace nepa

@@ -280,12 +280,16 @@ struct FinetuneConfig {
   bool ema = true;
   double ema_decay = 0.9999;
   double eval_every_epochs = 1.0;
+  int probe_blocks = 1;
 
   template <class Self, class V>
   static void visit(Self& self, V& v) {
     v("init", self.init,
       "weights to start from: a pretraining checkpoint, an HF model folder or model.safetensors; empty = random init");
-    v("head", self.head, "finetune (mean-pooled patch tokens -> fc_norm -> classifier, whole network trained)");
+    v("head", self.head,
+      "finetune (mean-pooled patch tokens -> fc_norm -> classifier, all trained) | linear_probe (frozen backbone, "
+      "mean-pooled -> BatchNorm -> classifier) | attentive_probe (frozen backbone, one query attending over the "
+      "patch tokens -> classifier)");
     v("num_classes", self.num_classes, "classifier outputs; 0 = the training set's class count");
     v("freeze_embed", self.freeze_embed, "keep the patch embedding fixed");
     v("llrd", self.llrd, "layer-wise lr decay: block i gets llrd^(L-1-i), the embeddings llrd^L");
@@ -299,6 +303,7 @@ struct FinetuneConfig {
     v("ema", self.ema, "keep an exponential moving average of all weights, evaluated beside them");
     v("ema_decay", self.ema_decay, "EMA decay per optimizer step");
     v("eval_every_epochs", self.eval_every_epochs, "evaluate every this many epochs (and at the end); 0 = end only");
+    v("probe_blocks", self.probe_blocks, "probes: average the features of the last k blocks (1 = last_hidden_state)");
   }
 };
 

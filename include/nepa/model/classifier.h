@@ -15,24 +15,58 @@
 
 namespace nepa {
 
+// Heads on a frozen backbone (finetune.head):
+//  - linear_probe (as MAE): mean of the patch tokens -> BatchNorm without affine -> classifier;
+//  - attentive_probe (as AIM): BatchNorm without affine on the patch tokens, one learnable query attending over
+//    them (multi-head, k/v projections without bias, q = the query itself), then the classifier.
+// Probe features are the patch tokens of last_hidden_state or, with probe_blocks k > 1, the average of the last
+// k blocks' outputs, each through the backbone's final layernorm.
+class ProbeHeadImpl : public torch::nn::Module {
+ public:
+  ProbeHeadImpl(const std::string& kind, int64_t dim, int64_t heads);
+  torch::Tensor forward(const torch::Tensor& patch_tokens);  // [B, N, D] -> [B, D]
+  const std::string& kind() const { return kind_; }
+
+  torch::nn::BatchNorm1d norm{nullptr};
+  torch::Tensor query;                            // attentive: [1, 1, D]
+  torch::nn::Linear k{nullptr}, v{nullptr};       // attentive
+
+ private:
+  std::string kind_;
+  int64_t heads_;
+};
+TORCH_MODULE(ProbeHead);
+
 class ViTNepaForImageClassificationImpl : public torch::nn::Module {
  public:
   // The backbone as `model` describes it (fine-tuning sets is_causal false and drop_path_prob 0.1); the head is
   // initialised as the release does (trunc-normal weight with std initializer_range, zero bias, LayerNorm 1/0).
-  ViTNepaForImageClassificationImpl(const ModelConfig& model, int64_t num_classes);
+  // `head`: finetune | linear_probe | attentive_probe. With a probe the backbone is frozen and always runs in
+  // eval mode without gradients.
+  ViTNepaForImageClassificationImpl(const ModelConfig& model, int64_t num_classes,
+                                    const std::string& head = "finetune", int probe_blocks = 1);
   torch::Tensor forward(const torch::Tensor& pixel_values);  // logits [B, num_classes]
-  // The pooled, normalised features fed to the classifier [B, D].
+  // The pooled features fed to the classifier [B, D].
   torch::Tensor features(const torch::Tensor& pixel_values);
+  void train(bool on = true) override;
   int64_t num_classes() const { return num_classes_; }
+  const std::string& head() const { return head_; }
+  int probe_blocks() const { return probe_blocks_; }
 
   ViTNepaModel vit_nepa{nullptr};
-  LayerNorm fc_norm{nullptr};
+  LayerNorm fc_norm{nullptr};  // finetune head only
+  ProbeHead probe{nullptr};    // probes only
   torch::nn::Linear classifier{nullptr};
 
  private:
   int64_t num_classes_;
+  std::string head_;
+  int probe_blocks_;
 };
 TORCH_MODULE(ViTNepaForImageClassification);
+
+// The head a classifier file was saved with: attentive_probe / linear_probe (probe.* keys) or finetune.
+std::string head_of(const std::map<std::string, torch::Tensor>& tensors);
 
 // Tensors of a weights file in the classifier's key space: a training checkpoint ("model.*", written by
 // nepa_pretrain or nepa_finetune), an HF model.safetensors (vit_nepa.* [+ fc_norm.*, classifier.*]) or a bare
