@@ -2,7 +2,7 @@
 # Starts N copies of a command on this machine as one data-parallel job, with the variables torchrun would set
 # (RANK, WORLD_SIZE, LOCAL_RANK, LOCAL_WORLD_SIZE, MASTER_ADDR, MASTER_PORT), for machines without Python.
 # If one rank fails, the others are stopped; the exit status is the first non-zero one.
-#   scripts/launch_local.sh 2 build/apps/nepa_pretrain --config configs/pretrain/fmnist_tiny.yaml --set train.device=cpu
+#   scripts/launch_local.sh 2 build/apps/nepa_pretrain --config configs/pretrain/fmnist_tiny.yaml --set train.micro_batch=64
 # torchrun works as well: torchrun --no-python --nproc_per_node 2 build/apps/nepa_pretrain --config ...
 set -uo pipefail
 if (($# < 2)) || ! [[ "$1" =~ ^[1-9][0-9]*$ ]]; then
