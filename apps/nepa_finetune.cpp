@@ -50,9 +50,12 @@ int run(const LoadedConfig& loaded, const std::string& resume, bool dry_run, boo
     std::cout << to_yaml(cfg) << "# classifier: " << count_parameters(*model) << " parameters with "
               << model->num_classes() << " classes\n";
     if (cfg.schedule.name.rfind("llrd_", 0) == 0) {
-      // The run length depends on the data; on a nominal 100,000 steps the warmup column reads as per mille.
-      FinetuneTask task(cfg, model, nullptr, torch::kCPU);
-      task.make_schedule(cfg, 100000);  // prints the table
+      // The run length depends on the data: a nominal 100,000 steps. Without the EMA the task builds no
+      // second and third copy of the model just to print a table.
+      Config table_cfg = cfg;
+      table_cfg.finetune.ema = false;
+      FinetuneTask task(table_cfg, model, nullptr, torch::kCPU);
+      task.make_schedule(table_cfg, 100000);  // prints the table
       std::cout << "# the lr table above assumes a nominal run of 100,000 steps (its warmup column is in steps)\n";
     }
     return 0;

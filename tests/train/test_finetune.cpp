@@ -169,6 +169,22 @@ TEST(Classifier, APretrainingCheckpointLeavesExactlyTheHeadMissing) {
   EXPECT_NE(msg.find(dir.file("hf")), std::string::npos) << msg;
 }
 
+// Synthetic train/test sets of `c` and a single-process loader of its micro-batches.
+struct TinyData {
+  std::shared_ptr<Dataset> train_set, eval_set;
+  std::unique_ptr<DataLoader> loader;
+};
+
+TinyData tiny_data(const Config& c) {
+  TinyData d;
+  d.train_set = make_dataset(c.data, "train");
+  d.eval_set = make_dataset(c.data, "test");
+  LoaderOptions o;
+  o.batch_size = c.train.micro_batch;
+  d.loader = std::make_unique<DataLoader>(d.train_set, c.data, o);
+  return d;
+}
+
 TEST(FinetuneTask, FrozenEmbeddingStaysAndEverythingElseTrains) {
   test::TempDir dir;
   Config c = test::tiny_train_config(dir.file("run"));
@@ -181,15 +197,12 @@ TEST(FinetuneTask, FrozenEmbeddingStaysAndEverythingElseTrains) {
   c.data.synthetic_size = 32;
   validate(c);
   torch::manual_seed(0);
-  auto train_set = make_dataset(c.data, "train"), eval_set = make_dataset(c.data, "test");
-  LoaderOptions o;
-  o.batch_size = c.train.micro_batch;
-  DataLoader loader(train_set, c.data, o);
+  TinyData data = tiny_data(c);
   ViTNepaForImageClassification model(c.model, 10);
   std::map<std::string, torch::Tensor> before;
   for (const auto& p : model->named_parameters()) before[p.key()] = p.value().detach().clone();
-  FinetuneTask task(c, model, eval_set, torch::kCPU);
-  TrainResult r = train(c, task, loader, {"", to_yaml(c)});
+  FinetuneTask task(c, model, data.eval_set, torch::kCPU);
+  TrainResult r = train(c, task, *data.loader, {"", to_yaml(c)});
   EXPECT_EQ(r.step, 4);
   for (const auto& p : model->named_parameters()) {
     const bool frozen = p.key().find("patch_embeddings") != std::string::npos;
@@ -209,12 +222,6 @@ TEST(FinetuneTask, FrozenEmbeddingStaysAndEverythingElseTrains) {
   EXPECT_GT(tensors.count("extra.best_ema_top1"), 0u);
 }
 
-}  // namespace
-}  // namespace nepa
-
-namespace nepa {
-namespace {
-
 TEST(Probes, OnlyTheHeadTrainsAndTheBackboneStaysInEvalMode) {
   for (const std::string head : {"linear_probe", "attentive_probe"}) {
     SCOPED_TRACE(head);
@@ -229,19 +236,16 @@ TEST(Probes, OnlyTheHeadTrainsAndTheBackboneStaysInEvalMode) {
     c.schedule.max_steps = 3;
     validate(c);
     torch::manual_seed(0);
-    auto train_set = make_dataset(c.data, "train"), eval_set = make_dataset(c.data, "test");
-    LoaderOptions o;
-    o.batch_size = c.train.micro_batch;
-    DataLoader loader(train_set, c.data, o);
+    TinyData data = tiny_data(c);
     ViTNepaForImageClassification model(c.model, 10, head, 2);
     std::map<std::string, torch::Tensor> before;
     for (const auto& p : state_dict(*model)) before[p.first] = p.second.detach().clone();
-    FinetuneTask task(c, model, eval_set, torch::kCPU);
+    FinetuneTask task(c, model, data.eval_set, torch::kCPU);
     // The trainer puts the module in training mode: the frozen backbone stays in eval mode.
     model->train();
     EXPECT_TRUE(model->probe->is_training());
     EXPECT_FALSE(model->vit_nepa->is_training());
-    TrainResult r = train(c, task, loader, {"", to_yaml(c)});
+    TrainResult r = train(c, task, *data.loader, {"", to_yaml(c)});
     EXPECT_EQ(r.step, 3);
     for (const auto& [name, t] : state_dict(*model)) {
       const bool head_tensor = name.rfind("vit_nepa.", 0) != 0;
