@@ -50,6 +50,7 @@ CheckpointContent info_from_metadata(const std::map<std::string, std::string>& m
   c.state.epoch = meta_int(meta, "nepa.epoch", path);
   c.state.batch = meta_int(meta, "nepa.batch", path);
   c.state.samples_seen = meta_int(meta, "nepa.samples_seen", path);
+  c.state.world_size = meta.count("nepa.world_size") ? meta_int(meta, "nepa.world_size", path) : 0;
   auto cfg = meta.find("nepa.config");
   if (cfg != meta.end()) c.config_yaml = cfg->second;
   return c;
@@ -97,6 +98,7 @@ void save_checkpoint(const std::string& path, const torch::nn::Module& model, to
       {"nepa.epoch", std::to_string(state.epoch)},
       {"nepa.batch", std::to_string(state.batch)},
       {"nepa.samples_seen", std::to_string(state.samples_seen)},
+      {"nepa.world_size", std::to_string(state.world_size)},
       {"nepa.optim_layout", group_layout(groups)},
       {"nepa.config", config_yaml},
   };

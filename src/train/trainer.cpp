@@ -187,12 +187,28 @@ TrainResult train(const Config& cfg, TrainTask& task, DataLoader& loader, const 
     state = content.state;
     result.checkpoint = *path;
     spdlog::info("resumed from {}: step {}, epoch {}, batch {}", *path, state.step, state.epoch, state.batch);
+    if (state.world_size == 0) {
+      spdlog::warn("{} does not record its process count; assuming it was {}, as now", *path, world_size);
+    } else if (state.world_size != world_size) {
+      // Every step reads the same total_batch samples of the epoch's order whatever the process count (the
+      // processes split them), so the position converts exactly through the samples already read.
+      const int64_t samples = state.batch * cfg.train.micro_batch * state.world_size;
+      const int64_t per_batch = int64_t{cfg.train.micro_batch} * world_size;
+      if (samples % per_batch != 0)
+        throw CheckpointError(fmt::format("{}: written by {} processes at epoch position {} samples, which {} "
+                                          "processes x train.micro_batch {} cannot continue from", *path,
+                                          state.world_size, samples, world_size, cfg.train.micro_batch));
+      spdlog::info("the checkpoint was written by {} processes, this run has {}: epoch position {} samples = "
+                   "micro-batch {} of each process", state.world_size, world_size, samples, samples / per_batch);
+      state.batch = samples / per_batch;
+    }
   } else if (options.resume.empty() && checkpoints.latest()) {
     // A fresh run here would interleave its checkpoints with the old run's and prune the wrong ones.
     throw CheckpointError("run directory " + run_dir.string() + " already holds checkpoints (latest " +
                           *checkpoints.latest() + "): pass --resume auto to continue that run, or choose another "
                           "--output-dir");
   }
+  state.world_size = world_size;
   const bool resumed = state.step > 0 || !result.checkpoint.empty();
   MetricsLog metrics(run_dir / "metrics.jsonl", cfg.log.jsonl && main_rank, resumed ? state.step : -1);
 

@@ -38,7 +38,7 @@ TEST(Checkpoint, RoundTripRestoresModelOptimizerAndGenerator) {
   Trained a = trained(3, 1);
   torch::manual_seed(42);
   std::string path = dir.file("c.safetensors");
-  save_checkpoint(path, *a.model, *a.optim, a.groups, TrainState{3, 1, 5, 24}, "model: {}\n",
+  save_checkpoint(path, *a.model, *a.optim, a.groups, TrainState{3, 1, 5, 24, 4}, "model: {}\n",
                   {{"ema.w", torch::arange(4.0)}});
   torch::Tensor expected_draw = torch::rand({5});
 
@@ -49,6 +49,7 @@ TEST(Checkpoint, RoundTripRestoresModelOptimizerAndGenerator) {
   EXPECT_EQ(c.state.epoch, 1);
   EXPECT_EQ(c.state.batch, 5);
   EXPECT_EQ(c.state.samples_seen, 24);
+  EXPECT_EQ(c.state.world_size, 4);
   EXPECT_EQ(c.config_yaml, "model: {}\n");
   ASSERT_EQ(c.extra.count("ema.w"), 1u);
   EXPECT_EQ(test::max_abs_diff(c.extra["ema.w"], torch::arange(4.0)), 0.0);

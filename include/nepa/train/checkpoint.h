@@ -25,12 +25,14 @@ class CheckpointError : public std::runtime_error {
   using std::runtime_error::runtime_error;
 };
 
-// Where a run stands after `step` optimizer steps; (epoch, batch) is the next micro-batch to read.
+// Where a run stands after `step` optimizer steps; (epoch, batch) is the next micro-batch to read, counted per
+// process: with W processes a micro-batch index b is the epoch position b x micro_batch x W samples.
 struct TrainState {
   int64_t step = 0;
   int64_t epoch = 0;
   int64_t batch = 0;
   int64_t samples_seen = 0;
+  int64_t world_size = 1;  // processes of the run that wrote it; 0 = not recorded (written before it was)
 };
 
 struct CheckpointContent {
