@@ -14,6 +14,7 @@
 #include "nepa/config/hf_config.h"
 #include "nepa/data/dataset.h"
 #include "nepa/data/loader.h"
+#include "nepa/data/subset.h"
 #include "nepa/model/classifier.h"
 #include "nepa/train/finetune_task.h"
 #include "nepa/train/runtime.h"
@@ -50,13 +51,15 @@ int run(const LoadedConfig& loaded, const std::string& resume, bool dry_run, boo
     std::cout << to_yaml(cfg) << "# classifier: " << count_parameters(*model) << " parameters with "
               << model->num_classes() << " classes\n";
     if (cfg.schedule.name.rfind("llrd_", 0) == 0) {
-      // The run length depends on the data: a nominal 100,000 steps. Without the EMA the task builds no
-      // second and third copy of the model just to print a table.
+      // Without schedule.max_steps the run length depends on the data: a nominal 100,000 steps. Without the
+      // EMA the task builds no second and third copy of the model just to print a table.
+      const int64_t steps = cfg.schedule.max_steps > 0 ? cfg.schedule.max_steps : 100000;
       Config table_cfg = cfg;
       table_cfg.finetune.ema = false;
       FinetuneTask task(table_cfg, model, nullptr, torch::kCPU);
-      task.make_schedule(table_cfg, 100000);  // prints the table
-      std::cout << "# the lr table above assumes a nominal run of 100,000 steps (its warmup column is in steps)\n";
+      task.make_schedule(table_cfg, steps);  // prints the table
+      if (cfg.schedule.max_steps <= 0)
+        std::cout << "# the lr table above assumes a nominal run of 100,000 steps (its warmup column is in steps)\n";
     }
     return 0;
   }
@@ -81,7 +84,7 @@ int run(const LoadedConfig& loaded, const std::string& resume, bool dry_run, boo
   }
 
   torch::manual_seed(cfg.train.seed);
-  auto train_set = make_dataset(cfg.data, cfg.data.split);
+  auto train_set = make_train_dataset(cfg.data);
   const int64_t classes = cfg.finetune.num_classes > 0 ? cfg.finetune.num_classes : train_set->num_classes();
   if (classes <= 0) throw std::runtime_error("finetune.num_classes is 0 and the training set has no labels");
   ViTNepaForImageClassification model(cfg.model, classes, cfg.finetune.head, cfg.finetune.probe_blocks);

@@ -12,6 +12,7 @@
 #include "nepa/config/config.h"
 #include "nepa/data/dataset.h"
 #include "nepa/data/loader.h"
+#include "nepa/data/subset.h"
 #include "nepa/model/vit_nepa.h"
 #include "nepa/train/checkpoint.h"
 #include "nepa/train/pretrain_task.h"
@@ -38,7 +39,7 @@ int run(const LoadedConfig& loaded, const std::string& resume, bool dry_run) {
   Runtime rt = start_runtime(loaded);
   torch::manual_seed(cfg.train.seed);
 
-  auto train_set = make_dataset(cfg.data, cfg.data.split);
+  auto train_set = make_train_dataset(cfg.data);
   std::shared_ptr<const Dataset> knn_memory, knn_queries;
   if (cfg.eval.knn_k > 0) {
     knn_memory = train_set;

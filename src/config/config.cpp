@@ -264,6 +264,8 @@ void validate(const Config& cfg, const ConfigOrigins& origins) {
   c.require(d.max_bad_fraction >= 0 && d.max_bad_fraction <= 1, "data.max_bad_fraction", "must be in [0, 1]");
   c.require(d.eval_crop_pct > 0 && d.eval_crop_pct <= 1, "data.eval_crop_pct", "must be in (0, 1]");
   c.require(d.synthetic_size > 0, "data.synthetic_size", "must be positive");
+  c.require(d.train_samples >= 0, "data.train_samples", "must be >= 0 (0 = the whole split)");
+  c.require(d.subset_seed >= 0, "data.subset_seed", "must be >= 0");
   if (!d.auto_augment.empty()) {
     std::string why;
     try {

@@ -204,7 +204,9 @@ TEST(Comm, BackendChoice) {
   EXPECT_EQ(resolve_backend("gloo", torch::kCPU), "gloo");
   EXPECT_THROW(resolve_backend("nccl", torch::kCPU), DistError);
   EXPECT_THROW(resolve_backend("mpi", torch::kCPU), DistError);
-  if (nccl_available()) EXPECT_EQ(resolve_backend("auto", torch::Device("cuda:0")), "nccl");
+  if (nccl_available()) {
+    EXPECT_EQ(resolve_backend("auto", torch::Device("cuda:0")), "nccl");
+  }
 }
 
 }  // namespace

@@ -5,6 +5,8 @@
 2. --eval-only on those exports gives exactly the accuracy the training run logged (weights and EMA).
 3. A fine-tuning run stopped by SIGTERM and resumed ends with the same weights, EMA and figures as an
    uninterrupted run.
+4. Two data-parallel processes (micro-batch 8 each) end with the weights, EMA and test figures of one process
+   with micro-batch 16 (drop path and Mixup off: each process draws its own), the sharded evaluation included.
 
 usage: check_finetune_cli.py <nepa_pretrain> <nepa_finetune> <work dir>
 """
@@ -13,6 +15,7 @@ import os
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -83,6 +86,27 @@ def eval_only(exe, cfg, weights, out):
     return float(m.group(1)), float(m.group(2))
 
 
+def two_processes(args, timeout=300):
+    """Runs args as 2 data-parallel ranks with torchrun's environment variables; returns rank 0's output."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    procs = [subprocess.Popen(args, env=dict(os.environ, RANK=str(r), WORLD_SIZE="2", LOCAL_RANK=str(r),
+                                             LOCAL_WORLD_SIZE="2", MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port)),
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for r in range(2)]
+    outs = []
+    for p in procs:
+        try:
+            outs.append(p.communicate(timeout=timeout)[0])
+        except subprocess.TimeoutExpired:
+            for q in procs:
+                q.kill()
+            check(False, "a rank hung")
+    check([p.returncode for p in procs] == [0, 0], f"2-process fine-tune exited {[p.returncode for p in procs]}:\n"
+          + outs[0][-3000:] + outs[1][-2000:])
+    return outs[0]
+
+
 def main():
     pretrain, finetune, work = sys.argv[1:4]
     shutil.rmtree(work, ignore_errors=True)
@@ -146,6 +170,28 @@ def main():
         check(diff == 0.0, f"{d}: resumed run differs by {diff}")
     check(evals(stopped)[-1] == evals(os.path.join(work, "whole"))[-1], "final evaluation differs after resume")
     print(f"stopped at step {steps_done} of 400 and resumed: weights, EMA and final figures identical")
+
+    # ---- 4. 2 processes x 8 = 1 process x 16 -------------------------------------------------------------------
+    # Drop path and Mixup/CutMix off: each process draws its own masks and mixing weights (as timm's ranks do).
+    args = [finetune, "--config", fcfg, "--init", backbone, "--set", "model.drop_path_prob=0.0",
+            "--set", "finetune.mixup_alpha=0", "--set", "finetune.cutmix_alpha=0"]
+    one_out = run(args + ["--output-dir", os.path.join(work, "one_proc")])
+    out = two_processes(args + ["--output-dir", os.path.join(work, "two_proc"), "--set", "train.micro_batch=8"])
+    check("data parallel: 2 processes (gloo)" in out, "no data-parallel line:\n" + out[-3000:])
+    counted = [re.findall(r"eval \(([0-9]+) images\)", o) for o in (one_out, out)]
+    check(counted[0] and counted[0] == counted[1], f"evaluated images: 1 process {counted[0]}, 2 processes {counted[1]}")
+    worst = 0.0
+    for d in ("final", "final_ema"):
+        a = load_file(os.path.join(work, "one_proc", d, "model.safetensors"))
+        b = load_file(os.path.join(work, "two_proc", d, "model.safetensors"))
+        check(a.keys() == b.keys(), f"{d}: different tensors")
+        worst = max([worst] + [float(np.abs(a[k] - b[k]).max()) for k in a])
+    check(worst <= 1e-5, f"2 processes differ from 1 process by {worst:.2e} in the weights or their EMA")
+    e1, e2 = evals(os.path.join(work, "one_proc"))[-1], evals(os.path.join(work, "two_proc"))[-1]
+    check(all(abs(e1[k] - e2[k]) < 0.006 for k in ("top1", "top5", "ema_top1", "ema_top5")),
+          f"evaluation differs: 1 process {e1}, 2 processes {e2}")
+    print(f"2 processes x 8 = 1 process x 16: weights and EMA within {worst:.1e}, top-1 {e2['top1']:.2f} "
+          f"/ EMA {e2['ema_top1']:.2f} in both")
     print("OK")
 
 

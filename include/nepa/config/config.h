@@ -122,6 +122,8 @@ struct DataConfig {
   std::string auto_augment;
   double color_jitter = 0.0;
   double erase_prob = 0.0;
+  int train_samples = 0;
+  int subset_seed = 0;
 
   template <class Self, class V>
   static void visit(Self& self, V& v) {
@@ -146,6 +148,8 @@ struct DataConfig {
     v("auto_augment", self.auto_augment, "training: RandAugment as timm names it, e.g. rand-m9-mstd0.5-inc1; empty = off");
     v("color_jitter", self.color_jitter, "training: brightness/contrast/saturation jitter strength, only without auto_augment");
     v("erase_prob", self.erase_prob, "training: probability of random erasing (one box, per-pixel noise) after normalising");
+    v("train_samples", self.train_samples, "training split: a fixed random subset of this many images, class-balanced (label-fraction protocols); 0 = all");
+    v("subset_seed", self.subset_seed, "seed of the train_samples subset (independent of train.seed, so seeds vary the training, not the labels)");
   }
 };
 
