@@ -3,7 +3,8 @@
 # config and budget, and prints top-1 (plain and EMA) per seed and mean +- std.
 #   scripts/compare_finetune.sh runs/fmnist_tiny-<date>/final [seeds=3] [config] [--set key=value ...]
 # The seed is train.seed: head init, data order and augmentation (the backbone is the one given). Runs go to
-# $COMPARE_DIR (default <backbone>/../compare_finetune)/{nepa,random}_seed<N>; a finished one is not run again.
+# $COMPARE_DIR (default <backbone>/../compare_finetune)/{nepa,random}_seed<N>; a finished one is not run again,
+# so give each setting its own COMPARE_DIR.
 set -euo pipefail
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 if (($# < 1)); then
