@@ -102,14 +102,8 @@ int run(const LoadedConfig& loaded, const std::string& resume, bool dry_run, boo
   DataLoader loader(train_set, cfg.data, rt.train_loader_options(cfg));
   FinetuneTask task(cfg, model, eval_set, rt.device, rt.comm_ptr(), train_set->class_names());
 
-  if (rt.is_main()) save_config(cfg, (fs::path(cfg.train.output_dir) / "config.yaml").string());
-  TrainResult result = train(cfg, task, loader, TrainOptions{resume, to_yaml(cfg), rt.comm_ptr()});
-  if (result.status == TrainResult::Status::kInterrupted) {
-    spdlog::info("stopped at step {}/{}; continue with --resume auto (checkpoint {})", result.step, result.total_steps,
-                 result.checkpoint);
-    return 0;
-  }
-  spdlog::info("done: {} steps; run directory {}", result.step, cfg.train.output_dir);
+  TrainResult result = run_training(cfg, task, loader, resume, rt);
+  if (result.status == TrainResult::Status::kInterrupted) return 0;
   for (const auto& [name, value] : result.last_eval) spdlog::info("  {:<10} {:6.2f}", name, value);
   if (task.ema()) spdlog::info("  best EMA top-1 {:.2f}% ({}/best_ema)", task.best_ema_top1(), cfg.train.output_dir);
   spdlog::info("  classifier {}/model.safetensors + config.json{}", result.export_dir,

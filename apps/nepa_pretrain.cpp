@@ -56,15 +56,8 @@ int run(const LoadedConfig& loaded, const std::string& resume, bool dry_run) {
                cfg.model.hidden_size, cfg.model.is_causal ? "causal" : "bidirectional");
   NepaPretrainTask task(cfg, model, knn_memory, knn_queries, rt.device, rt.comm_ptr());
 
-  if (rt.is_main()) save_config(cfg, (fs::path(cfg.train.output_dir) / "config.yaml").string());
-  TrainResult result = train(cfg, task, loader, TrainOptions{resume, to_yaml(cfg), rt.comm_ptr()});
-
-  if (result.status == TrainResult::Status::kInterrupted) {
-    spdlog::info("stopped at step {}/{}; continue with --resume auto (checkpoint {})", result.step, result.total_steps,
-                 result.checkpoint);
-    return 0;
-  }
-  spdlog::info("done: {} steps; run directory {}", result.step, cfg.train.output_dir);
+  TrainResult result = run_training(cfg, task, loader, resume, rt);
+  if (result.status == TrainResult::Status::kInterrupted) return 0;
   for (size_t i = 0; i < result.last_eval.size(); ++i) {
     const auto& [name, value] = result.last_eval[i];
     if (i < result.first_eval.size())

@@ -71,6 +71,18 @@ LoaderOptions Runtime::train_loader_options(const Config& config) const {
   return opts;
 }
 
+TrainResult run_training(const Config& config, TrainTask& task, DataLoader& loader, const std::string& resume,
+                         const Runtime& rt) {
+  if (rt.is_main()) save_config(config, (std::filesystem::path(config.train.output_dir) / "config.yaml").string());
+  TrainResult result = train(config, task, loader, TrainOptions{resume, to_yaml(config), rt.comm_ptr()});
+  if (result.status == TrainResult::Status::kInterrupted)
+    spdlog::info("stopped at step {}/{}; continue with --resume auto (checkpoint {})", result.step, result.total_steps,
+                 result.checkpoint);
+  else
+    spdlog::info("done: {} steps; run directory {}", result.step, config.train.output_dir);
+  return result;
+}
+
 int guarded_main(const std::function<int()>& body) {
   auto failed = [](int code, const std::string& what) {
     spdlog::error("{}", what);

@@ -17,13 +17,14 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
 
 import numpy as np
 from safetensors.numpy import load_file
+
+from ranks import finish, free_port, spawn_ranks
 
 CONFIG = """
 model:
@@ -58,12 +59,6 @@ dist:
 """
 
 
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def check(cond, msg):
     if not cond:
         sys.exit("FAIL: " + msg)
@@ -72,32 +67,6 @@ def check(cond, msg):
 def losses(run):
     rows = [json.loads(l) for l in open(os.path.join(run, "metrics.jsonl")) if '"kind":"train"' in l]
     return [r["loss"] for r in rows]
-
-
-def spawn_ranks(exe, args, n, per_rank_args=None, port=None):
-    """Starts n ranks the way torchrun would (its environment variables), without torchrun."""
-    port = port or free_port()
-    procs = []
-    for r in range(n):
-        env = dict(os.environ, RANK=str(r), WORLD_SIZE=str(n), LOCAL_RANK=str(r), LOCAL_WORLD_SIZE=str(n),
-                   MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-        extra = per_rank_args[r] if per_rank_args else []
-        procs.append(subprocess.Popen([exe] + args + extra, env=env, stdout=subprocess.PIPE,
-                                      stderr=subprocess.STDOUT, text=True))
-    return procs
-
-
-def finish(procs, timeout):
-    outs = []
-    for p in procs:
-        try:
-            out, _ = p.communicate(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            for q in procs:
-                q.kill()
-            sys.exit("FAIL: a rank hung:\n" + (p.communicate()[0] or ""))
-        outs.append(out)
-    return [p.returncode for p in procs], outs
 
 
 def single(exe, cfg, run, *sets):

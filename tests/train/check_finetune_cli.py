@@ -15,13 +15,15 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
 
 import numpy as np
 from safetensors.numpy import load_file
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "dist"))
+from ranks import finish, spawn_ranks  # noqa: E402
 
 MODEL = """
 model:
@@ -87,23 +89,9 @@ def eval_only(exe, cfg, weights, out):
 
 
 def two_processes(args, timeout=300):
-    """Runs args as 2 data-parallel ranks with torchrun's environment variables; returns rank 0's output."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    procs = [subprocess.Popen(args, env=dict(os.environ, RANK=str(r), WORLD_SIZE="2", LOCAL_RANK=str(r),
-                                             LOCAL_WORLD_SIZE="2", MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port)),
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for r in range(2)]
-    outs = []
-    for p in procs:
-        try:
-            outs.append(p.communicate(timeout=timeout)[0])
-        except subprocess.TimeoutExpired:
-            for q in procs:
-                q.kill()
-            check(False, "a rank hung")
-    check([p.returncode for p in procs] == [0, 0], f"2-process fine-tune exited {[p.returncode for p in procs]}:\n"
-          + outs[0][-3000:] + outs[1][-2000:])
+    """Runs args as 2 data-parallel ranks; returns rank 0's output."""
+    codes, outs = finish(spawn_ranks(args[0], args[1:], 2), timeout)
+    check(codes == [0, 0], f"2-process fine-tune exited {codes}:\n" + outs[0][-3000:] + outs[1][-2000:])
     return outs[0]
 
 

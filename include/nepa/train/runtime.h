@@ -13,6 +13,7 @@
 #include "nepa/data/loader.h"
 #include "nepa/dist/comm.h"
 #include "nepa/dist/launch.h"
+#include "nepa/train/trainer.h"
 
 namespace nepa {
 
@@ -33,6 +34,12 @@ struct Runtime {
 // each line prefixed with its rank. train.device "cuda" becomes cuda:LOCAL_RANK when several processes share a
 // node; train.threads 0 splits this node's cores among its processes. Throws ConfigError, DistError.
 Runtime start_runtime(const LoadedConfig& loaded, const std::string& log_file = "train.log");
+
+// The run every training executable makes once its task and loader exist: rank 0 saves the effective config as
+// <train.output_dir>/config.yaml, the shared loop runs (`resume` as TrainOptions::resume), and the outcome is
+// logged: how to continue after a signal, or "done: N steps; run directory ...". The caller adds its figures.
+TrainResult run_training(const Config& config, TrainTask& task, DataLoader& loader, const std::string& resume,
+                         const Runtime& rt);
 
 // Runs `body` and maps what escapes it to an exit code with one error line: 2 for ConfigError (printed alone, as
 // the config loader words it), 3 for TrainingDiverged, 1 for anything else. In a multi-process run the failure is
