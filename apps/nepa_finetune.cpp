@@ -15,6 +15,7 @@
 #include "nepa/data/dataset.h"
 #include "nepa/data/loader.h"
 #include "nepa/data/subset.h"
+#include "nepa/data/transforms.h"
 #include "nepa/model/classifier.h"
 #include "nepa/train/finetune_task.h"
 #include "nepa/train/runtime.h"
@@ -49,15 +50,14 @@ int run(const LoadedConfig& loaded, const std::string& resume, bool dry_run, boo
     ViTNepaForImageClassification model(cfg.model, cfg.finetune.num_classes > 0 ? cfg.finetune.num_classes : 1000,
                                         cfg.finetune.head, cfg.finetune.probe_blocks);
     std::cout << to_yaml(cfg) << "# classifier: " << count_parameters(*model) << " parameters with "
-              << model->num_classes() << " classes\n";
+              << model->num_classes() << " classes, head init " << cfg.finetune.head_init << "\n# "
+              << describe_clipping(cfg.optim) << "\n# " << describe_ema(cfg.train) << "\n# "
+              << describe_eval_view(cfg.data) << "\n";
     if (cfg.schedule.name.rfind("llrd_", 0) == 0) {
-      // Without schedule.max_steps the run length depends on the data: a nominal 100,000 steps. Without the
-      // EMA the task builds no second and third copy of the model just to print a table.
+      // Without schedule.max_steps the run length depends on the data: a nominal 100,000 steps.
       const int64_t steps = cfg.schedule.max_steps > 0 ? cfg.schedule.max_steps : 100000;
-      Config table_cfg = cfg;
-      table_cfg.finetune.ema = false;
-      FinetuneTask task(table_cfg, model, nullptr, torch::kCPU);
-      task.make_schedule(table_cfg, steps);  // prints the table
+      FinetuneTask task(cfg, model, nullptr, torch::kCPU);
+      task.make_schedule(cfg, steps);  // prints the table
       if (cfg.schedule.max_steps <= 0)
         std::cout << "# the lr table above assumes a nominal run of 100,000 steps (its warmup column is in steps)\n";
     }
@@ -88,12 +88,15 @@ int run(const LoadedConfig& loaded, const std::string& resume, bool dry_run, boo
   const int64_t classes = cfg.finetune.num_classes > 0 ? cfg.finetune.num_classes : train_set->num_classes();
   if (classes <= 0) throw std::runtime_error("finetune.num_classes is 0 and the training set has no labels");
   ViTNepaForImageClassification model(cfg.model, classes, cfg.finetune.head, cfg.finetune.probe_blocks);
+  model->init_head(cfg.finetune.head_init);
   if (!cfg.finetune.init.empty()) {
-    LoadReport report = load_classifier_init(model, cfg.finetune.init);
-    spdlog::info("initialised from {}{}", cfg.finetune.init, report.ok() ? "" : ":\n" + report.summary());
+    LoadReport report = load_classifier_init(model, cfg.finetune.init, cfg.finetune.init_ema);
+    spdlog::info("initialised from {}{}{}", cfg.finetune.init, cfg.finetune.init_ema ? " (its EMA weights)" : "",
+                 report.ok() ? "" : ":\n" + report.summary());
   } else {
     spdlog::info("no finetune.init: training from random init");
   }
+  spdlog::info("classifier head init: {}; {}", cfg.finetune.head_init, describe_eval_view(cfg.data));
   model->to(rt.device);
   spdlog::info("data: {} '{}' {} images, {} classes; eval '{}' {} images; device {}, {} threads", cfg.data.dataset,
                cfg.data.split, train_set->size(), classes, cfg.data.eval_split, eval_set->size(), rt.device.str(),
@@ -105,9 +108,10 @@ int run(const LoadedConfig& loaded, const std::string& resume, bool dry_run, boo
   TrainResult result = run_training(cfg, task, loader, resume, rt);
   if (result.status == TrainResult::Status::kInterrupted) return 0;
   for (const auto& [name, value] : result.last_eval) spdlog::info("  {:<10} {:6.2f}", name, value);
-  if (task.ema()) spdlog::info("  best EMA top-1 {:.2f}% ({}/best_ema)", task.best_ema_top1(), cfg.train.output_dir);
+  if (cfg.train.ema)
+    spdlog::info("  best EMA top-1 {:.2f}% ({}/best_ema)", task.best_ema_top1(), cfg.train.output_dir);
   spdlog::info("  classifier {}/model.safetensors + config.json{}", result.export_dir,
-               task.ema() ? fmt::format(" (EMA: {}_ema)", result.export_dir) : "");
+               cfg.train.ema ? fmt::format(" (EMA: {}_ema)", result.export_dir) : "");
   return 0;
 }
 

@@ -13,6 +13,7 @@
 #include "nepa/data/dataset.h"
 #include "nepa/data/loader.h"
 #include "nepa/data/subset.h"
+#include "nepa/data/transforms.h"
 #include "nepa/model/vit_nepa.h"
 #include "nepa/train/checkpoint.h"
 #include "nepa/train/pretrain_task.h"
@@ -33,7 +34,9 @@ int run(const LoadedConfig& loaded, const std::string& resume, bool dry_run) {
               << (cfg.model.image_size / cfg.model.patch_size) * (cfg.model.image_size / cfg.model.patch_size)
               << " patches + CLS)\n"
               << "# accumulation: " << cfg.train.total_batch / cfg.train.micro_batch << " micro-batches of "
-              << cfg.train.micro_batch << " per optimizer step (divided among the processes of a launch)\n";
+              << cfg.train.micro_batch << " per optimizer step (divided among the processes of a launch)\n"
+              << "# " << describe_clipping(cfg.optim) << "\n# " << describe_ema(cfg.train) << "\n# "
+              << describe_eval_view(cfg.data) << " (the k-NN readout)\n";
     return 0;
   }
   Runtime rt = start_runtime(loaded);
@@ -68,6 +71,7 @@ int run(const LoadedConfig& loaded, const std::string& resume, bool dry_run) {
   spdlog::info("  metrics    {}", (fs::path(cfg.train.output_dir) / "metrics.jsonl").string());
   spdlog::info("  checkpoint {}", result.checkpoint);
   spdlog::info("  backbone   {}/model.safetensors + config.json (Hugging Face layout)", result.export_dir);
+  if (cfg.train.ema) spdlog::info("  its EMA    {}_ema/ (nepa_finetune --init takes either)", result.export_dir);
   return 0;
 }
 

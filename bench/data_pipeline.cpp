@@ -1,6 +1,6 @@
 // bench_data_pipeline: decode + RandomResizedCrop(224) + flip + normalise, images/s on ONE thread, ours (libjpeg
-// decode, OpenCV resize, normalised straight into the batch tensor by the DataLoader) against torchvision + PIL
-// (bench/data_pipeline.py) on the same JPEG files.
+// decode, ATen's antialiased uint8 resize, normalised straight into the batch tensor by the DataLoader) against
+// torchvision + PIL (bench/data_pipeline.py, antialiased by Pillow) on the same JPEG files.
 //   build/bench/bench_data_pipeline [--folder DIR] [--images N] [--epochs N] [--interpolation bilinear|bicubic]
 //                                   [--python PATH]
 // Without --folder it writes ImageNet-like JPEGs to a temporary folder and removes them afterwards.

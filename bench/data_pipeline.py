@@ -1,8 +1,8 @@
 """torchvision side of bench/data_pipeline: PIL decode + RandomResizedCrop(224) + RandomHorizontalFlip + ToTensor
 + Normalize(0.5, 0.5) on one thread over a folder of JPEGs, as torchvision's ImageFolder loads them. Prints one
 JSON line with the median images/s of the whole pipeline and of the decode alone.
-Needs torchvision and Pillow; torchvision 0.26.0 is the release built against torch 2.11.0:
-  ~/.cache/nepa/venv/bin/pip install torchvision==0.26.0 pillow
+Needs torchvision and Pillow, which scripts/setup.sh installs into the venv (torchvision 0.26.0 is the release
+built against torch 2.11.0).
 """
 import argparse
 import json
@@ -17,7 +17,7 @@ try:
     from torchvision import transforms as T
 except ImportError as e:
     sys.exit(f"bench/data_pipeline.py needs torchvision and Pillow ({e}); install them with:\n"
-             "  ~/.cache/nepa/venv/bin/pip install torchvision==0.26.0 pillow")
+             "  bash scripts/setup.sh (it installs both into the venv)")
 
 
 def load(path):

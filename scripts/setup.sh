@@ -14,6 +14,8 @@ NEPA_BUILD="${NEPA_BUILD:-$REPO/build}"
 # torch 2.11.0 is the first PyPI wheel built against CUDA 13.0, the toolkit installed here; its LibTorch
 # therefore configures with this nvcc and links the same CUDA runtime major.
 TORCH_VERSION="2.11.0"
+TORCHVISION_VERSION="0.26.0"  # the torchvision built against torch 2.11.0
+PILLOW_VERSION="13.0.0"
 PY_PACKAGES=("numpy==2.4.6" "safetensors==0.8.0")
 
 log() { echo "[setup] $*"; }
@@ -43,7 +45,9 @@ if [ ! -x "$PY" ]; then
   python3 -m venv "$NEPA_VENV"
 fi
 want=("${PY_PACKAGES[@]}")
-[ -z "${Torch_DIR:-}" ] && want+=("torch==$TORCH_VERSION")
+# torchvision + Pillow: the reference side of the transform fixtures and of bench_data_pipeline (never used by
+# the executables).
+[ -z "${Torch_DIR:-}" ] && want+=("torch==$TORCH_VERSION" "torchvision==$TORCHVISION_VERSION" "pillow==$PILLOW_VERSION")
 need_pip=0
 for spec in "${want[@]}"; do
   name="${spec%%==*}"; version="${spec##*==}"

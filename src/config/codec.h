@@ -5,6 +5,7 @@
 #include <yaml-cpp/yaml.h>
 
 #include <charconv>
+#include <map>
 #include <optional>
 #include <set>
 #include <string>
@@ -138,7 +139,11 @@ class FieldDecoder {
         continue;
       }
       std::string path = prefix_ + key;
-      fail(origin_(ctx_, path), path, "unknown key");
+      // Keys that moved keep working configs from failing without a clue.
+      static const std::map<std::string, std::string> moved = {{"finetune.ema", "train.ema"},
+                                                               {"finetune.ema_decay", "train.ema_decay"}};
+      auto m = moved.find(path);
+      fail(origin_(ctx_, path), path, m == moved.end() ? "unknown key" : "unknown key (moved to " + m->second + ")");
     }
   }
 

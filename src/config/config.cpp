@@ -209,10 +209,11 @@ void validate_model(const ModelConfig& m, const Checker& c, const std::string& p
   c.require(!m.pos_embed_rescale || *m.pos_embed_rescale >= 1.0, p + "pos_embed_rescale", "must be >= 1 or null");
   c.require(!m.pos_embed_shift || *m.pos_embed_shift >= 0.0, p + "pos_embed_shift", "must be >= 0 or null");
   c.require(!m.pos_embed_jitter || *m.pos_embed_jitter >= 1.0, p + "pos_embed_jitter", "must be >= 1 or null");
-  for (auto [name, v] : {std::pair<const char*, double>{"drop_path_prob", m.drop_path_prob},
-                         {"hidden_dropout_prob", m.hidden_dropout_prob},
+  c.require(m.drop_path_prob >= 0.0 && m.drop_path_prob < 1.0, p + "drop_path_prob", "must be in [0, 1)");
+  // p = 1 is well defined (the branch vanishes), as in PyTorch; the parity tests use it.
+  for (auto [name, v] : {std::pair<const char*, double>{"hidden_dropout_prob", m.hidden_dropout_prob},
                          {"attention_probs_dropout_prob", m.attention_probs_dropout_prob}})
-    c.require(v >= 0.0 && v < 1.0, p + name, "must be in [0, 1)");
+    c.require(v >= 0.0 && v <= 1.0, p + name, "must be in [0, 1]");
   c.require(m.initializer_range > 0, p + "initializer_range", "must be positive");
   c.require(m.num_prompt_token == 0, p + "num_prompt_token",
             "prompt tokens are not supported (every release uses 0), got " + std::to_string(m.num_prompt_token));
@@ -263,6 +264,8 @@ void validate(const Config& cfg, const ConfigOrigins& origins) {
   c.require(d.prefetch_batches >= 1, "data.prefetch_batches", "must be >= 1");
   c.require(d.max_bad_fraction >= 0 && d.max_bad_fraction <= 1, "data.max_bad_fraction", "must be in [0, 1]");
   c.require(d.eval_crop_pct > 0 && d.eval_crop_pct <= 1, "data.eval_crop_pct", "must be in (0, 1]");
+  c.require(d.eval_resize == "shorter_side" || d.eval_resize == "square", "data.eval_resize",
+            "expected shorter_side or square, got '" + d.eval_resize + "'");
   c.require(d.synthetic_size > 0, "data.synthetic_size", "must be positive");
   c.require(d.train_samples >= 0, "data.train_samples", "must be >= 0 (0 = the whole split)");
   c.require(d.subset_seed >= 0, "data.subset_seed", "must be >= 0");
@@ -310,6 +313,7 @@ void validate(const Config& cfg, const ConfigOrigins& origins) {
   c.require(!t.output_dir.empty(), "train.output_dir", "must not be empty");
   c.require(t.checkpoint_every > 0, "train.checkpoint_every", "must be positive");
   c.require(t.keep_last >= 1, "train.keep_last", "must be >= 1");
+  c.require(t.ema_decay >= 0 && t.ema_decay < 1, "train.ema_decay", "must be in [0, 1)");
 
   const auto& di = cfg.dist;
   c.require(di.backend == "auto" || di.backend == "nccl" || di.backend == "gloo", "dist.backend",
@@ -336,14 +340,17 @@ void validate(const Config& cfg, const ConfigOrigins& origins) {
             "must be in [1, model.num_hidden_layers]");
   c.require(f.num_classes >= 0, "finetune.num_classes", "must be >= 0 (0 = from the dataset)");
   c.require(f.llrd > 0 && f.llrd <= 1, "finetune.llrd", "must be in (0, 1]");
-  c.require(f.llrd_end > 0 && f.llrd_end <= 1, "finetune.llrd_end", "must be in (0, 1]");
+  c.require(!f.llrd_end || (*f.llrd_end > 0 && *f.llrd_end <= 1), "finetune.llrd_end", "must be in (0, 1] or null");
+  c.require(!f.llrd_end || s.name == "llrd_cosine", "finetune.llrd_end",
+            "only schedule llrd_cosine moves llrd (schedule.name is " + s.name + "): set it to null");
   c.require(f.head_lr > 0, "finetune.head_lr", "must be positive");
   c.require(f.label_smoothing >= 0 && f.label_smoothing < 1, "finetune.label_smoothing", "must be in [0, 1)");
   c.require(f.mixup_alpha >= 0, "finetune.mixup_alpha", "must be >= 0 (0 = off)");
   c.require(f.cutmix_alpha >= 0, "finetune.cutmix_alpha", "must be >= 0 (0 = off)");
   c.require(f.mixup_prob >= 0 && f.mixup_prob <= 1, "finetune.mixup_prob", "must be in [0, 1]");
   c.require(f.mixup_switch_prob >= 0 && f.mixup_switch_prob <= 1, "finetune.mixup_switch_prob", "must be in [0, 1]");
-  c.require(f.ema_decay >= 0 && f.ema_decay < 1, "finetune.ema_decay", "must be in [0, 1)");
+  c.require(f.head_init == "zeros" || f.head_init == "trunc_normal", "finetune.head_init",
+            "expected zeros or trunc_normal, got '" + f.head_init + "'");
   c.require(f.eval_every_epochs >= 0, "finetune.eval_every_epochs", "must be >= 0 (0 = end only)");
 }
 
@@ -355,6 +362,8 @@ void validate_for_training(const Config& cfg, const ConfigOrigins& origins, int 
                 " x " + std::to_string(world_size) + " processes");
   c.require(cfg.data.dataset != "image_folder" || !cfg.data.root.empty(), "data.root",
             "required for dataset image_folder: set it in the config or with --set data.root=/path/to/dataset");
+  c.require(!cfg.finetune.init_ema || !cfg.finetune.init.empty(), "finetune.init_ema",
+            "needs finetune.init (the training checkpoint whose EMA weights to start from)");
 }
 
 LoadedConfig load_config(const std::string& path, const std::vector<std::string>& overrides) {

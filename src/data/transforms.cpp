@@ -2,6 +2,10 @@
 
 #include "nepa/data/randaugment.h"
 
+#include <ATen/ops/_upsample_bicubic2d_aa.h>
+#include <ATen/ops/_upsample_bilinear2d_aa.h>
+#include <ATen/ops/from_blob.h>
+#include <fmt/format.h>
 #include <opencv2/core.hpp>
 #include <opencv2/imgproc.hpp>
 
@@ -109,14 +113,36 @@ int interpolation_flag(const std::string& name) {
   throw std::invalid_argument("unknown interpolation '" + name + "' (bilinear, bicubic, nearest, area)");
 }
 
+cv::Mat resize_image(const cv::Mat& image, int width, int height, const std::string& interpolation) {
+  if (image.empty() || width <= 0 || height <= 0) throw std::invalid_argument("resize_image: empty image or size");
+  if (image.depth() != CV_8U || image.channels() > 4)
+    throw std::invalid_argument("resize_image: expected a uint8 image with at most 4 channels");
+  const bool bilinear = interpolation == "bilinear";
+  if (!bilinear && interpolation != "bicubic") {
+    cv::Mat out;
+    cv::resize(image, out, cv::Size(width, height), 0, 0, interpolation_flag(interpolation));
+    return out;
+  }
+  const int64_t c = image.channels();
+  // The HWC pixels as an NCHW tensor in channels-last layout (no copy): the layout ATen's uint8 kernel reads.
+  const at::Tensor in = at::from_blob(image.data, {1, c, image.rows, image.cols},
+                                      {static_cast<int64_t>(image.step[0]) * image.rows, 1,
+                                       static_cast<int64_t>(image.step[0]), c},
+                                      at::TensorOptions().dtype(at::kByte));
+  const std::vector<int64_t> size = {height, width};
+  const at::Tensor resized = bilinear ? at::_upsample_bilinear2d_aa(in, size, /*align_corners=*/false)
+                                      : at::_upsample_bicubic2d_aa(in, size, /*align_corners=*/false);
+  cv::Mat out(height, width, image.type());
+  at::from_blob(out.data, {1, c, height, width}, {int64_t{height} * width * c, 1, int64_t{width} * c, c},
+                at::TensorOptions().dtype(at::kByte))
+      .copy_(resized);
+  return out;
+}
+
 cv::Mat train_transform(const cv::Mat& image, const DataConfig& config, SampleRng& rng) {
   const CropBox box = random_resized_crop_box(image.cols, image.rows, config.crop_scale, config.crop_ratio, rng);
-  cv::Mat out;
-  // Unlike PIL, OpenCV's bilinear and bicubic filters do not widen their support when shrinking (no
-  // antialiasing), so a crop reduced by a large factor aliases more than torchvision's. Bicubic overshoot
-  // saturates to [0, 255], as in PIL.
-  cv::resize(image(cv::Rect(box.x, box.y, box.w, box.h)), out, cv::Size(config.image_size, config.image_size), 0, 0,
-             interpolation_flag(config.interpolation));
+  cv::Mat out = resize_image(image(cv::Rect(box.x, box.y, box.w, box.h)), config.image_size, config.image_size,
+                             config.interpolation);
   if (rng.uniform() < config.hflip_prob) cv::flip(out, out, 1);
   if (!config.auto_augment.empty()) {
     AugParams params;
@@ -131,22 +157,25 @@ cv::Mat train_transform(const cv::Mat& image, const DataConfig& config, SampleRn
   return out;
 }
 
+namespace {
+
+int eval_resize_size(const DataConfig& config) { return static_cast<int>(config.image_size / config.eval_crop_pct); }
+
+}  // namespace
+
 cv::Mat eval_transform(const cv::Mat& image, const DataConfig& config) {
   const int size = config.image_size;
-  const int short_side = py_round(size / config.eval_crop_pct);
+  const int s = eval_resize_size(config);
   const int w = image.cols, h = image.rows;
   if (w <= 0 || h <= 0) throw std::invalid_argument("eval_transform: empty image");
-  // torchvision Resize(int): the long side is int(short_side * long / short), truncated.
-  int nw, nh;
-  if (w <= h) {
-    nw = short_side;
-    nh = static_cast<int>(static_cast<int64_t>(short_side) * h / w);
-  } else {
-    nh = short_side;
-    nw = static_cast<int>(static_cast<int64_t>(short_side) * w / h);
+  int nw = s, nh = s;
+  if (config.eval_resize != "square") {
+    // torchvision Resize(int): the long side is int(s * long / short), truncated.
+    if (w <= h) nh = static_cast<int>(static_cast<int64_t>(s) * h / w);
+    else nw = static_cast<int>(static_cast<int64_t>(s) * w / h);
   }
   cv::Mat resized = image;
-  if (nw != w || nh != h) cv::resize(image, resized, cv::Size(nw, nh), 0, 0, interpolation_flag(config.interpolation));
+  if (nw != w || nh != h) resized = resize_image(image, nw, nh, config.interpolation);
   if (nw < size || nh < size) {
     // torchvision CenterCrop pads a too-small image with zeros, the odd pixel going right/bottom.
     const int pw = std::max(0, size - nw), ph = std::max(0, size - nh);
@@ -159,6 +188,17 @@ cv::Mat eval_transform(const cv::Mat& image, const DataConfig& config) {
   }
   const int top = py_round((nh - size) / 2.0), left = py_round((nw - size) / 2.0);
   return resized(cv::Rect(left, top, size, size));  // a view: normalise_into reads it row by row
+}
+
+std::string describe_eval_view(const DataConfig& config) {
+  const int s = eval_resize_size(config);
+  const std::string filter =
+      config.interpolation + (config.interpolation == "bilinear" || config.interpolation == "bicubic" ? ", antialiased"
+                                                                                                       : "");
+  const std::string resize = config.eval_resize == "square" ? fmt::format("resize to {0}x{0}", s)
+                                                            : fmt::format("resize the shorter side to {}", s);
+  return fmt::format("eval view: {} ({}; eval_crop_pct {}, eval_resize {}) -> centre crop {}", resize, filter,
+                     config.eval_crop_pct, config.eval_resize, config.image_size);
 }
 
 void normalise_into(const cv::Mat& image, const std::vector<double>& mean, const std::vector<double>& std, float* dst) {

@@ -45,8 +45,18 @@ ViTNepaForImageClassificationImpl::ViTNepaForImageClassificationImpl(const Model
     vit_nepa->eval();
   }
   classifier = register_module("classifier", torch::nn::Linear(model.hidden_size, num_classes));
+  init_head("trunc_normal");
+}
+
+void ViTNepaForImageClassificationImpl::init_head(const std::string& scheme) {
   torch::NoGradGuard no_grad;
-  trunc_normal_(classifier->weight, model.initializer_range);
+  if (scheme == "zeros") {
+    classifier->weight.zero_();
+  } else if (scheme == "trunc_normal") {
+    trunc_normal_(classifier->weight, vit_nepa->config().initializer_range);
+  } else {
+    throw std::invalid_argument("classifier: unknown head init '" + scheme + "' (zeros, trunc_normal)");
+  }
   classifier->bias.zero_();
 }
 
@@ -91,7 +101,7 @@ torch::Tensor ViTNepaForImageClassificationImpl::forward(const torch::Tensor& pi
   return classifier->forward(features(pixel_values));
 }
 
-std::map<std::string, torch::Tensor> read_classifier_weights(const std::string& path_in) {
+std::map<std::string, torch::Tensor> read_classifier_weights(const std::string& path_in, bool ema) {
   std::string path = path_in;
   if (fs::is_directory(path)) path = (fs::path(path) / "model.safetensors").string();
   if (!fs::exists(path)) throw std::runtime_error("finetune.init: " + path + " does not exist");
@@ -99,11 +109,15 @@ std::map<std::string, torch::Tensor> read_classifier_weights(const std::string& 
   bool training_checkpoint = false;
   for (const auto& [k, v] : file)
     if (k.rfind("model.", 0) == 0) training_checkpoint = true;
+  if (ema && !training_checkpoint)
+    throw std::runtime_error("finetune.init_ema: " + path + " is an exported model, not a training checkpoint; "
+                             "a run's EMA export is the folder final_ema/ (point finetune.init there, init_ema false)");
+  const std::string prefix = ema ? "extra.ema." : "model.";
   for (const auto& [k, v] : file) {
     std::string key = k;
     if (training_checkpoint) {
-      if (key.rfind("model.", 0) != 0) continue;  // optimizer moments, generator states, EMA
-      key = key.substr(6);
+      if (key.rfind(prefix, 0) != 0) continue;  // optimizer moments, generator states, the other weights
+      key = key.substr(prefix.size());
     }
     // A backbone saved on its own (a pretraining checkpoint, a bare ViTNepaModel file) has no prefix.
     const bool head =
@@ -111,12 +125,14 @@ std::map<std::string, torch::Tensor> read_classifier_weights(const std::string& 
     if (!head && key.rfind(kBackbonePrefix, 0) != 0) key = kBackbonePrefix + key;
     out[key] = v;
   }
-  if (out.empty()) throw std::runtime_error("finetune.init: " + path + " holds no model tensors");
+  if (out.empty())
+    throw std::runtime_error(ema ? "finetune.init_ema: " + path + " holds no EMA weights (its run had train.ema off)"
+                                 : "finetune.init: " + path + " holds no model tensors");
   return out;
 }
 
-LoadReport load_classifier_init(ViTNepaForImageClassification& model, const std::string& path) {
-  LoadReport report = load_state_dict(*model, read_classifier_weights(path), /*strict=*/false, path);
+LoadReport load_classifier_init(ViTNepaForImageClassification& model, const std::string& path, bool ema) {
+  LoadReport report = load_state_dict(*model, read_classifier_weights(path, ema), /*strict=*/false, path);
   if (!report.mismatched.empty())
     throw std::runtime_error(path + ": tensors do not fit the model:\n" + report.summary());
   return report;

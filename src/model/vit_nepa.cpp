@@ -120,8 +120,12 @@ std::pair<torch::Tensor, torch::Tensor> NepaSelfAttentionImpl::forward(const tor
   return {context.transpose(1, 2).reshape({b, t, heads_ * head_dim_}), probs};
 }
 
-NepaSelfOutputImpl::NepaSelfOutputImpl(const ModelConfig& c) {
+NepaSelfOutputImpl::NepaSelfOutputImpl(const ModelConfig& c) : dropout_(c.hidden_dropout_prob) {
   dense = register_module("dense", linear(c.hidden_size, c.hidden_size));
+}
+
+torch::Tensor NepaSelfOutputImpl::forward(const torch::Tensor& x) {
+  return torch::dropout(dense->forward(x), dropout_, is_training());
 }
 
 NepaAttentionImpl::NepaAttentionImpl(const ModelConfig& c) {
@@ -141,13 +145,13 @@ torch::Tensor NepaIntermediateImpl::forward(const torch::Tensor& x) {
   return activation(up_proj->forward(x), act_);
 }
 
-NepaOutputImpl::NepaOutputImpl(const ModelConfig& c) {
+NepaOutputImpl::NepaOutputImpl(const ModelConfig& c) : dropout_(c.hidden_dropout_prob) {
   dense = register_module("dense", linear(c.intermediate_size, c.hidden_size));
   if (c.layerscale_value) layer_scale = register_module("layer_scale", LayerScale(c.hidden_size, *c.layerscale_value));
 }
 
 torch::Tensor NepaOutputImpl::forward(const torch::Tensor& x) {
-  torch::Tensor y = dense->forward(x);
+  torch::Tensor y = torch::dropout(dense->forward(x), dropout_, is_training());
   return layer_scale ? layer_scale->forward(y) : y;
 }
 

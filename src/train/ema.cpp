@@ -1,5 +1,8 @@
 #include "nepa/train/ema.h"
 
+#include <ATen/ops/_foreach_add.h>
+#include <ATen/ops/_foreach_mul.h>
+#include <fmt/format.h>
 #include <torch/torch.h>
 
 #include <stdexcept>
@@ -10,44 +13,65 @@ namespace nepa {
 
 Ema::Ema(const torch::nn::Module& module, double decay) : decay_(decay) {
   torch::NoGradGuard no_grad;
-  for (const auto& [name, t] : state_dict(module))
-    shadow_[name] = t.is_floating_point() ? t.detach().to(torch::kFloat32).clone() : t.detach().clone();
+  for (const auto& [name, t] : state_dict(module)) {
+    names_.push_back(name);
+    tracked_.push_back(t);
+    shadow_.push_back(t.is_floating_point() ? t.detach().to(torch::kFloat32).clone() : t.detach().clone());
+    if (t.is_floating_point() && t.scalar_type() == torch::kFloat32) {
+      float_src_.push_back(t);
+      float_dst_.push_back(shadow_.back());
+    }
+  }
 }
 
-void Ema::update(const torch::nn::Module& module) {
+void Ema::update(int64_t step) {
   torch::NoGradGuard no_grad;
-  for (const auto& [name, t] : state_dict(module)) {
-    auto it = shadow_.find(name);
-    if (it == shadow_.end()) throw std::logic_error("Ema::update: the module gained tensor " + name);
-    if (t.is_floating_point()) it->second.lerp_(t.detach().to(torch::kFloat32), 1.0 - decay_);
-    else it->second.copy_(t);
+  if (step <= 1) {
+    for (size_t i = 0; i < shadow_.size(); ++i) shadow_[i].copy_(tracked_[i]);
+    return;
+  }
+  // One launch per op for all float32 tensors (the weights); anything else, one by one.
+  at::_foreach_mul_(float_dst_, decay_);
+  at::_foreach_add_(float_dst_, float_src_, 1.0 - decay_);
+  for (size_t i = 0; i < shadow_.size(); ++i) {
+    const torch::Tensor& t = tracked_[i];
+    if (t.is_floating_point() && t.scalar_type() == torch::kFloat32) continue;
+    if (t.is_floating_point()) shadow_[i].mul_(decay_).add_(t.to(torch::kFloat32), 1.0 - decay_);
+    else shadow_[i].copy_(t);
   }
 }
 
 void Ema::copy_to(torch::nn::Module& target) const {
   torch::NoGradGuard no_grad;
+  std::map<std::string, torch::Tensor> mine = state();
   for (const auto& [name, t] : state_dict(target)) {
-    auto it = shadow_.find(name);
-    if (it == shadow_.end()) throw std::logic_error("Ema::copy_to: no average for " + name);
+    auto it = mine.find("ema." + name);
+    if (it == mine.end()) throw std::logic_error("Ema::copy_to: no average for " + name);
     t.copy_(it->second);
   }
 }
 
 std::map<std::string, torch::Tensor> Ema::state(const std::string& prefix) const {
   std::map<std::string, torch::Tensor> out;
-  for (const auto& [name, t] : shadow_) out[prefix + name] = t;
+  for (size_t i = 0; i < names_.size(); ++i) out[prefix + names_[i]] = shadow_[i];
   return out;
 }
 
 void Ema::load_state(const std::map<std::string, torch::Tensor>& tensors, const std::string& prefix) {
   torch::NoGradGuard no_grad;
-  for (auto& [name, t] : shadow_) {
-    auto it = tensors.find(prefix + name);
-    if (it == tensors.end()) throw std::runtime_error("checkpoint has no EMA tensor " + prefix + name);
-    if (it->second.sizes() != t.sizes())
-      throw std::runtime_error("checkpoint EMA tensor " + prefix + name + " has another shape");
-    t.copy_(it->second);
+  for (size_t i = 0; i < names_.size(); ++i) {
+    auto it = tensors.find(prefix + names_[i]);
+    if (it == tensors.end()) throw std::runtime_error("checkpoint has no EMA tensor " + prefix + names_[i]);
+    if (it->second.sizes() != shadow_[i].sizes())
+      throw std::runtime_error("checkpoint EMA tensor " + prefix + names_[i] + " has another shape");
+    shadow_[i].copy_(it->second);
   }
+}
+
+std::string describe_ema(const TrainConfig& config) {
+  if (!config.ema) return "EMA of the weights: off (train.ema false)";
+  return fmt::format("EMA of the weights: decay {} per optimizer step (averages over ~{:.0f} steps), from the weights "
+                     "after step 1", config.ema_decay, 1.0 / std::max(1.0 - config.ema_decay, 1e-12));
 }
 
 }  // namespace nepa

@@ -19,12 +19,6 @@ FinetuneTask::FinetuneTask(const Config& config, ViTNepaForImageClassification m
       labels_(std::move(labels)) {
   if (config_.finetune.freeze_embed)
     for (auto& p : model_->vit_nepa->embeddings->patch_embeddings->parameters()) p.set_requires_grad(false);
-  if (config_.finetune.ema) {
-    ema_ = std::make_unique<Ema>(*model_, config_.finetune.ema_decay);
-    eval_twin_ = ViTNepaForImageClassification(model_->vit_nepa->config(), model_->num_classes(), model_->head(),
-                                               model_->probe_blocks());
-    eval_twin_->to(device_);
-  }
   std::vector<std::pair<std::string, torch::Tensor>> named;
   for (const auto& p : model_->named_parameters()) named.emplace_back(p.key(), p.value());
   llrd_ = llrd_groups(named, model_->vit_nepa->config().num_hidden_layers, config_.optim.weight_decay);
@@ -36,7 +30,7 @@ std::unique_ptr<LrSchedule> FinetuneTask::make_schedule(const Config& config, in
   if (config.schedule.name.rfind("llrd_", 0) != 0) return TrainTask::make_schedule(config, total_steps);
   auto s = make_llrd_schedule(config, llrd_.specs, total_steps);
   spdlog::info("layer-wise lr decay ({}, llrd {}{}):\n{}", config.schedule.name, config.finetune.llrd,
-               config.schedule.name == "llrd_cosine" ? fmt::format(" -> {}", config.finetune.llrd_end) : "",
+               config.finetune.llrd_end ? fmt::format(" -> {} along a half-cosine", *config.finetune.llrd_end) : ", fixed",
                describe_llrd(llrd_, *s));
   return s;
 }
@@ -63,19 +57,11 @@ StepOutput FinetuneTask::forward(const Batch& batch) {
   return {loss, {{"train_acc", acc}}};
 }
 
-void FinetuneTask::after_step(int64_t /*step*/) {
-  if (ema_) ema_->update(*model_);
-}
-
 std::map<std::string, torch::Tensor> FinetuneTask::extra_state() {
-  std::map<std::string, torch::Tensor> out;
-  if (ema_) out = ema_->state("ema.");
-  out["best_ema_top1"] = torch::tensor(best_ema_top1_, torch::kFloat64);
-  return out;
+  return {{"best_ema_top1", torch::tensor(best_ema_top1_, torch::kFloat64)}};
 }
 
 void FinetuneTask::load_extra_state(const std::map<std::string, torch::Tensor>& extra) {
-  if (ema_) ema_->load_state(extra, "ema.");
   if (auto it = extra.find("best_ema_top1"); it != extra.end()) best_ema_top1_ = it->second.item<double>();
 }
 
@@ -107,9 +93,8 @@ std::vector<std::pair<std::string, double>> FinetuneTask::evaluate(int64_t step)
   std::vector<std::pair<std::string, double>> out = {{"top1", plain.top1_pct()}, {"top5", plain.top5_pct()}};
   const ClassificationResult* headline = &plain;
   ClassificationResult averaged;
-  if (ema_) {
-    ema_->copy_to(*eval_twin_);
-    averaged = evaluate_on(eval_twin_, eval_set_, config_, device_, comm_);
+  if (ema()) {
+    averaged = evaluate_on(ema_twin(), eval_set_, config_, device_, comm_);
     out.emplace_back("ema_top1", averaged.top1_pct());
     out.emplace_back("ema_top5", averaged.top5_pct());
     headline = &averaged;
@@ -127,16 +112,23 @@ std::vector<std::pair<std::string, double>> FinetuneTask::evaluate(int64_t step)
     write_per_class_csv(*headline, labels_, (run_dir / "eval_per_class.csv").string());
   }
   spdlog::info("eval ({} images): top-1 {:.2f}% top-5 {:.2f}%{}", plain.count, plain.top1_pct(), plain.top5_pct(),
-               ema_ ? fmt::format(", EMA top-1 {:.2f}% top-5 {:.2f}%", averaged.top1_pct(), averaged.top5_pct()) : "");
+               ema() ? fmt::format(", EMA top-1 {:.2f}% top-5 {:.2f}%", averaged.top1_pct(), averaged.top5_pct()) : "");
   return out;
 }
 
 void FinetuneTask::export_final(const std::string& dir) {
   save_hf_classifier(dir, model_, labels_);
-  if (ema_) {
-    ema_->copy_to(*eval_twin_);
-    save_hf_classifier(dir + "_ema", eval_twin_, labels_);
+  if (ema()) save_hf_classifier(dir + "_ema", ema_twin(), labels_);
+}
+
+ViTNepaForImageClassification& FinetuneTask::ema_twin() {
+  if (!eval_twin_) {
+    eval_twin_ = ViTNepaForImageClassification(model_->vit_nepa->config(), model_->num_classes(), model_->head(),
+                                               model_->probe_blocks());
+    eval_twin_->to(device_);
   }
+  ema()->copy_to(*eval_twin_);
+  return eval_twin_;
 }
 
 }  // namespace nepa

@@ -58,7 +58,8 @@ LlrdGroups llrd_groups(const std::vector<std::pair<std::string, torch::Tensor>>&
 }
 
 LlrdSchedule::LlrdSchedule(std::string kind, std::vector<LlrdSpec> specs, double base_lr, double head_lr,
-                           double llrd, double llrd_end, double min_lr, int64_t warmup_steps, int64_t total_steps)
+                           double llrd, std::optional<double> llrd_end, double min_lr, int64_t warmup_steps,
+                           int64_t total_steps)
     : kind_(std::move(kind)), specs_(std::move(specs)), base_(base_lr), head_(head_lr), llrd_(llrd),
       llrd_end_(llrd_end), min_lr_(min_lr), warmup_(warmup_steps), total_(std::max<int64_t>(total_steps, 1)) {
   if (kind_ != "llrd_cosine_warmup" && kind_ != "llrd_cosine")
@@ -69,15 +70,19 @@ double LlrdSchedule::factor(int group, int64_t step) const {
   const LlrdSpec& s = specs_.at(static_cast<size_t>(group));
   if (s.depth < 0) return 1.0;
   double llrd = llrd_;
-  if (kind_ == "llrd_cosine")
-    llrd = llrd_end_ + (llrd_ - llrd_end_) * half_cosine(static_cast<double>(step) / static_cast<double>(total_));
+  // The release moves llrd along a half-cosine, 0.5 * (1 - cos(pi * step / total)) of the way from llrd to
+  // llrd_end (the paper's text says linear; its best B recipe, 0.35 -> 1.0, ran this code).
+  if (kind_ == "llrd_cosine" && llrd_end_)
+    llrd = *llrd_end_ + (llrd_ - *llrd_end_) * half_cosine(static_cast<double>(step) / static_cast<double>(total_));
   return std::pow(llrd, s.depth);
 }
 
 int64_t LlrdSchedule::warmup_steps(int group) const {
-  if (kind_ == "llrd_cosine") return warmup_;
+  if (kind_ == "llrd_cosine" || warmup_ == 0) return warmup_;
   const double f = std::min(factor(group, 0), 1.0);
-  return std::max<int64_t>(1, warmup_ - std::llround(static_cast<double>(warmup_) * f));
+  // nearbyint: Python's round() (half to even) under the default rounding mode.
+  const auto shorter = static_cast<int64_t>(std::nearbyint(static_cast<double>(warmup_) * f));
+  return std::clamp<int64_t>(warmup_ - shorter, 1, total_);
 }
 
 double LlrdSchedule::peak(int group) const {

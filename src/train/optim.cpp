@@ -1,6 +1,11 @@
 #include "nepa/train/optim.h"
 
+#include <ATen/ops/_foreach_mul.h>
+#include <ATen/ops/_foreach_norm.h>
 #include <fmt/format.h>
+#include <torch/torch.h>
+
+#include <map>
 
 namespace nepa {
 
@@ -31,6 +36,29 @@ std::unique_ptr<torch::optim::AdamW> make_adamw(const std::vector<ParamGroup>& g
     torch_groups.emplace_back(g.params, std::move(options));
   }
   return std::make_unique<torch::optim::AdamW>(torch_groups, defaults);
+}
+
+torch::Tensor clip_grad_norm(const std::vector<torch::Tensor>& params, double max_norm) {
+  // Grouped by dtype as PyTorch groups them: one foreach call per group.
+  std::map<c10::ScalarType, std::vector<torch::Tensor>> grads;
+  for (const auto& p : params)
+    if (p.grad().defined()) grads[p.grad().scalar_type()].push_back(p.grad());
+  if (grads.empty()) return torch::zeros({}, torch::kFloat32);
+  std::vector<torch::Tensor> norms;
+  for (const auto& [dtype, list] : grads)
+    for (const auto& n : at::_foreach_norm(list, 2)) norms.push_back(n.to(torch::kFloat32));
+  torch::Tensor total = torch::linalg_vector_norm(torch::stack(norms), 2, c10::nullopt, false, c10::nullopt);
+  if (max_norm > 0) {
+    torch::Tensor coef = (max_norm / (total + 1e-6)).clamp_max(1.0);
+    for (auto& [dtype, list] : grads) at::_foreach_mul_(list, coef.to(dtype));
+  }
+  return total;
+}
+
+std::string describe_clipping(const OptimConfig& config) {
+  if (config.grad_clip <= 0) return "gradient clipping: off (optim.grad_clip 0)";
+  return fmt::format("gradient clipping: global L2 norm <= {} per optimizer step, after the data-parallel average",
+                     config.grad_clip);
 }
 
 std::string describe_groups(const std::vector<ParamGroup>& groups) {

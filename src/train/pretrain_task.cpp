@@ -61,6 +61,13 @@ std::vector<std::pair<std::string, double>> NepaPretrainTask::evaluate(int64_t /
 
 void NepaPretrainTask::export_final(const std::string& dir) {
   save_hf_model(dir, model_, HfModelConfig{config_.model, {}, {}, {}});
+  if (ema()) {
+    // The release saves its EMA beside the weights (pytorch_model_ema.bin) for init_nepa_cls_from_pretrain.py
+    // --use_ema; here it is a second HF folder, which nepa_finetune --init takes like the first.
+    ViTNepaModel twin(model_->config());
+    ema()->copy_to(*twin);
+    save_hf_model(dir + "_ema", twin, HfModelConfig{config_.model, {}, {}, {}});
+  }
 }
 
 }  // namespace nepa

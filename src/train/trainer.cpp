@@ -47,14 +47,6 @@ class AutocastScope {
   c10::DeviceType device_;
 };
 
-double grad_norm(const std::vector<torch::Tensor>& params) {
-  std::vector<torch::Tensor> norms;
-  for (const auto& p : params)
-    if (p.grad().defined()) norms.push_back(p.grad().detach().norm(2).to(torch::kFloat32));
-  if (norms.empty()) return 0.0;
-  return torch::stack(norms).norm(2).item<double>();
-}
-
 std::string format_duration(double seconds) {
   auto s = static_cast<int64_t>(std::max(0.0, seconds));
   if (s >= 3600) return fmt::format("{}h{:02d}m", s / 3600, (s % 3600) / 60);
@@ -116,6 +108,13 @@ void check_resumable(const CheckpointContent& info, const Config& cfg, const std
           std::to_string(saved.train.micro_batch), std::to_string(cfg.train.micro_batch));
   differs(saved.train.seed != cfg.train.seed, "train.seed", std::to_string(saved.train.seed),
           std::to_string(cfg.train.seed));
+  differs(saved.train.ema != cfg.train.ema, "train.ema", saved.train.ema ? "true" : "false",
+          cfg.train.ema ? "true" : "false");
+}
+
+bool has_prefix(const std::map<std::string, torch::Tensor>& tensors, const std::string& prefix) {
+  auto it = tensors.lower_bound(prefix);
+  return it != tensors.end() && it->first.rfind(prefix, 0) == 0;
 }
 
 }  // namespace
@@ -176,6 +175,19 @@ TrainResult train(const Config& cfg, TrainTask& task, DataLoader& loader, const 
   for (const auto& g : groups) all_params.insert(all_params.end(), g.params.begin(), g.params.end());
   spdlog::info("parameter groups:\n{}", describe_groups(groups));
 
+  // The EMA covers everything the task carries (module()), trained or not, as the release averages its whole
+  // state_dict; it is saved in checkpoints as extra "ema.*".
+  std::shared_ptr<Ema> ema;
+  if (cfg.train.ema) {
+    ema = std::make_shared<Ema>(task.module(), cfg.train.ema_decay);
+    task.attach_ema(ema);
+  }
+  auto extra_state = [&]() {
+    auto extra = task.extra_state();
+    if (ema) extra.merge(ema->state("ema."));
+    return extra;
+  };
+
   CheckpointDir checkpoints((run_dir / "checkpoints").string(), cfg.train.keep_last);
   TrainState state;
   TrainResult result;
@@ -183,6 +195,12 @@ TrainResult train(const Config& cfg, TrainTask& task, DataLoader& loader, const 
   if (auto path = resolve_resume(options.resume, run_dir.string())) {
     check_resumable(read_checkpoint_info(*path), cfg, *path);
     CheckpointContent content = load_checkpoint(*path, task.module(), *optimizer, groups);
+    if (ema) {
+      if (!has_prefix(content.extra, "ema."))
+        throw CheckpointError(*path + ": the run kept no EMA of its weights (train.ema was off): resume with "
+                              "--set train.ema=false");
+      ema->load_state(content.extra, "ema.");
+    }
     task.load_extra_state(content.extra);
     state = content.state;
     result.checkpoint = *path;
@@ -229,6 +247,7 @@ TrainResult train(const Config& cfg, TrainTask& task, DataLoader& loader, const 
                steps, steps_per_epoch, micro_per_epoch, cfg.train.micro_batch, accum, world_size,
                scaled_lr(cfg.optim, cfg.train.total_batch),
                static_cast<int64_t>(std::ceil(cfg.schedule.warmup_fraction * steps)));
+  spdlog::info("{}; {}", describe_clipping(cfg.optim), describe_ema(cfg.train));
   if (world_size > 1)
     spdlog::info("data parallel: {} processes ({}), {} gradient buckets of <= {} MB", world_size, comm.backend(),
                  grad_sync.num_buckets(), cfg.dist.bucket_mb);
@@ -237,7 +256,7 @@ TrainResult train(const Config& cfg, TrainTask& task, DataLoader& loader, const 
   auto save = [&]() {
     if (main_rank) {
       result.checkpoint = checkpoints.save(task.module(), *optimizer, groups, state, options.config_yaml,
-                                           task.extra_state());
+                                           extra_state());
       spdlog::info("checkpoint: {}", result.checkpoint);
     } else {
       result.checkpoint = checkpoints.path_for_step(state.step);
@@ -299,31 +318,36 @@ TrainResult train(const Config& cfg, TrainTask& task, DataLoader& loader, const 
     }
     grad_sync.finish();
     interval_comm_wait += grad_sync.last_wait_seconds();
+    // On the averaged gradient, once per optimizer step, as the HF Trainer clips (max_grad_norm). The norm is
+    // measured even without clipping: it is logged, and a non-finite one stops the run like a non-finite loss.
+    torch::Tensor gnorm_t = clip_grad_norm(all_params, cfg.optim.grad_clip);
 
-    // One small all-reduce per step makes the loss, the metrics and the decision to stop global: every rank
+    // One small all-reduce per step makes the loss, the metrics and the decisions to stop global: every rank
     // takes the same branch below, so none is left waiting in a collective the others skipped.
     std::vector<double> step_values = {loss_sum.item<double>() / static_cast<double>(accum)};
     for (const auto& [k, v] : sums) step_values.push_back(v.item<double>() / static_cast<double>(accum));
+    const double gnorm = gnorm_t.item<double>();  // the pre-clip norm, as HF logs it; equal on every rank
+    step_values.push_back(std::isfinite(gnorm) ? 0.0 : 1.0);
     step_values.push_back(stop_requested() ? 1.0 : 0.0);
     if (world_size > 1) {
       step_values = comm.all_reduce(step_values);
-      for (size_t i = 0; i + 1 < step_values.size(); ++i) step_values[i] /= world_size;
+      for (size_t i = 0; i + 2 < step_values.size(); ++i) step_values[i] /= world_size;
     }
     const double loss = step_values[0];
+    const bool bad_grad = step_values[step_values.size() - 2] > 0;
     const bool stop_agreed = step_values.back() > 0;
-    if (!std::isfinite(loss)) {
-      // Parameters and moments are still those of the last good step: save them, then stop.
+    if (!std::isfinite(loss) || bad_grad) {
+      // Parameters, moments and the EMA are still those of the last good step: save them, then stop.
       optimizer->zero_grad();
       state = before;
       save();
-      throw TrainingDiverged(fmt::format("loss is {} at step {} (epoch {}); the last good state (step {}) is saved "
-                                         "in {}", loss, state.step + 1, state.epoch, state.step, result.checkpoint));
+      throw TrainingDiverged(fmt::format("{} is {} at step {} (epoch {}); the last good state (step {}) is saved in {}",
+                                         std::isfinite(loss) ? "the gradient norm" : "loss",
+                                         std::isfinite(loss) ? gnorm : loss, state.step + 1, state.epoch, state.step,
+                                         result.checkpoint));
     }
 
     const bool log_now = (state.step + 1) % cfg.log.log_every == 0 || state.step + 1 == steps;
-    double gnorm = std::nan("");
-    if (cfg.optim.grad_clip > 0) gnorm = torch::nn::utils::clip_grad_norm_(all_params, cfg.optim.grad_clip);
-    else if (log_now) gnorm = grad_norm(all_params);
     double lr = 0.0;  // logged: the largest group lr (all equal in pretraining)
     auto& torch_groups = optimizer->param_groups();
     for (size_t g = 0; g < torch_groups.size(); ++g) {
@@ -336,6 +360,7 @@ TrainResult train(const Config& cfg, TrainTask& task, DataLoader& loader, const 
     ++state.step;
     state.samples_seen += cfg.train.total_batch;
     ++interval_steps;
+    if (ema) ema->update(state.step);
     task.after_step(state.step);
 
     if (log_now) {

@@ -173,16 +173,28 @@ TEST(Transforms, EvalResizesTheShortSideAndCropsTheCentre) {
   const cv::Mat big = gradient_image(500, 375, 3);
   out = eval_transform(big, c);
   ASSERT_EQ(out.size(), cv::Size(224, 224));
-  cv::Mat resized;
-  cv::resize(big, resized, cv::Size(341, 256), 0, 0, cv::INTER_LINEAR);
+  cv::Mat resized = resize_image(big, 341, 256, "bilinear");
   EXPECT_EQ(max_diff(out, resized(cv::Rect(58, 16, 224, 224))), 0.0);
   // Portrait, one channel: 300x400 -> 256x341, top offset 58.
   const cv::Mat tall = gradient_image(300, 400, 1);
   out = eval_transform(tall, c);
   ASSERT_EQ(out.size(), cv::Size(224, 224));
   ASSERT_EQ(out.channels(), 1);
-  cv::resize(tall, resized, cv::Size(256, 341), 0, 0, cv::INTER_LINEAR);
+  resized = resize_image(tall, 256, 341, "bilinear");
   EXPECT_EQ(max_diff(out, resized(cv::Rect(16, 58, 224, 224))), 0.0);
+
+  // The release's L view: crop_pct 0.95 -> int(224 / 0.95) = 235 (truncated, not rounded to 236), resized to a
+  // square 235 x 235 whatever the aspect, then the centre 224 (offsets round(5.5) = 6 on both axes).
+  c.eval_crop_pct = 0.95;
+  c.eval_resize = "square";
+  c.interpolation = "bicubic";
+  out = eval_transform(big, c);
+  ASSERT_EQ(out.size(), cv::Size(224, 224));
+  resized = resize_image(big, 235, 235, "bicubic");
+  EXPECT_EQ(max_diff(out, resized(cv::Rect(6, 6, 224, 224))), 0.0);
+  EXPECT_EQ(describe_eval_view(c),
+            "eval view: resize to 235x235 (bicubic, antialiased; eval_crop_pct 0.95, eval_resize square) -> centre "
+            "crop 224");
 }
 
 TEST(Transforms, EvalPadsLikeCenterCropWhenTheResizeIsSmaller) {
@@ -227,8 +239,7 @@ TEST(Transforms, TrainCropIsResizedAndFlipWithProbabilityOneMirrors) {
   SampleRng r1(9), r2(9);
   out = train_transform(rgb, c, r1);
   const CropBox box = random_resized_crop_box(90, 70, c.crop_scale, c.crop_ratio, r2);
-  cv::Mat expected;
-  cv::resize(rgb(cv::Rect(box.x, box.y, box.w, box.h)), expected, cv::Size(24, 24), 0, 0, cv::INTER_CUBIC);
+  const cv::Mat expected = resize_image(rgb(cv::Rect(box.x, box.y, box.w, box.h)), 24, 24, "bicubic");
   ASSERT_EQ(out.type(), CV_8UC3);
   EXPECT_EQ(max_diff(out, expected), 0.0);
 }

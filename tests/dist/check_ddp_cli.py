@@ -1,7 +1,9 @@
 """Multi-process nepa_pretrain on Gloo over loopback (run by ctest).
 
 1. torchrun --no-python with 2 processes x micro-batch 8 equals 1 process x micro-batch 16 on the same samples:
-   per-step losses and final weights within 1e-6; the same with gradient accumulation (total batch 32).
+   per-step losses, final weights and their EMA within 1e-6; the same with gradient accumulation (total batch 32).
+   Gradient clipping is on at a norm every step exceeds, so this also shows that the ranks clip the averaged
+   gradient (clipping each rank's own gradient would give other weights).
 2. A 2-process run stopped by SIGTERM (delivered to both ranks, as torchrun and SLURM do) exits 0 with a
    checkpoint; resuming it with 2 processes reproduces the uninterrupted 2-process loss curve step for step, and
    resuming it with 1 process (2 accumulated micro-batches) continues at the same samples (losses of the next
@@ -43,6 +45,7 @@ data:
   num_workers: 1
 optim:
   base_lr: 1.0e-3
+  grad_clip: 0.05
 train:
   total_batch: 16
   micro_batch: 16
@@ -64,9 +67,12 @@ def check(cond, msg):
         sys.exit("FAIL: " + msg)
 
 
+def train_rows(run):
+    return [json.loads(l) for l in open(os.path.join(run, "metrics.jsonl")) if '"kind":"train"' in l]
+
+
 def losses(run):
-    rows = [json.loads(l) for l in open(os.path.join(run, "metrics.jsonl")) if '"kind":"train"' in l]
-    return [r["loss"] for r in rows]
+    return [r["loss"] for r in train_rows(run)]
 
 
 def single(exe, cfg, run, *sets):
@@ -79,11 +85,16 @@ def compare(a, b, what):
     la, lb = losses(a), losses(b)
     check(len(la) == len(lb) and len(la) > 0, f"{what}: {len(la)} vs {len(lb)} logged steps")
     dl = max(abs(x - y) for x, y in zip(la, lb))
-    wa, wb = load_file(os.path.join(a, "final", "model.safetensors")), load_file(os.path.join(b, "final", "model.safetensors"))
-    check(wa.keys() == wb.keys(), f"{what}: different tensors")
-    dw = max(float(np.abs(wa[k] - wb[k]).max()) for k in wa)
+    gnorms = [r["grad_norm"] for r in train_rows(a)]
+    check(min(gnorms) > 0.05, f"{what}: clipping at 0.05 was not active on every step (pre-clip norms {gnorms})")
+    dw = 0.0
+    for export in ("final", "final_ema"):
+        wa = load_file(os.path.join(a, export, "model.safetensors"))
+        wb = load_file(os.path.join(b, export, "model.safetensors"))
+        check(wa.keys() == wb.keys(), f"{what}: different tensors in {export}")
+        dw = max([dw] + [float(np.abs(wa[k] - wb[k]).max()) for k in wa])
     print(f"{what}: {len(la)} steps, final loss {la[-1]:.6f} vs {lb[-1]:.6f}, max |loss diff| {dl:.2e}, "
-          f"max |weight diff| {dw:.2e}")
+          f"max |weight diff| {dw:.2e} (weights and EMA), pre-clip grad norm {min(gnorms):.3f}..{max(gnorms):.3f}")
     check(dl <= 1e-6 and dw <= 1e-6, f"{what}: 2 processes differ from 1 process")
 
 

@@ -1,9 +1,16 @@
 """Writes the parity fixtures the C++ tests compare against (the llm.c pattern).
 
 For each case: <out>/<case>/config.json (the official HF layout), model.safetensors (random weights,
-`vit_nepa.` keys, float32), input.safetensors (pixel_values) and expected.safetensors (last_hidden_state,
-input_embedding, loss and `grad.<name>` gradients), computed by nepa_reference.py in float64 from the
-same float32 weights, so the expectation is the exact value and not another float32 rounding.
+`vit_nepa.` keys, float32), input.safetensors (pixel_values; `labels` for classifier cases) and
+expected.safetensors (last_hidden_state, input_embedding and the NEPA loss, or the logits and the cross-entropy
+loss for classifier cases; `grad.<name>` gradients; `meta.training` = 1 when the C++ model must run in training
+mode), computed by nepa_reference.py in float64 from the same float32 weights, so the expectation is the exact
+value and not another float32 rounding.
+
+Training-mode cases use settings under which training mode is deterministic yet every training-only path runs:
+RoPE rescale 1.0, shift 0.0 and jitter 1.0 (each draws a random number and gets the identity), drop path 0, and
+hidden dropout 0 (must equal the eval path) or 1 (each dropped branch vanishes: only the final LayerNorm's bias is
+left, which is where the release's dropout placement shows).
 
 Usage: python make_fixtures.py OUT_DIR
 """
@@ -13,9 +20,16 @@ import sys
 
 import torch
 from safetensors.torch import save_file
+from torch import nn
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from nepa_reference import ViTNepaReference, nepa_loss  # noqa: E402
+from nepa_reference import ViTNepaClassifierReference, ViTNepaReference, nepa_loss  # noqa: E402
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+with open(os.path.join(HERE, "..", "data", "hf-configs", "nepa-base-patch14-224.json")) as f:
+    BASE = {k: v for k, v in json.load(f).items()
+            if k not in ("architectures", "model_type", "dtype", "transformers_version", "add_pooling_layer")}
+IDENTITY_AUG = dict(pos_embed_rescale=1.0, pos_embed_shift=0.0, pos_embed_jitter=1.0, drop_path_prob=0.0)
 
 TINY = dict(
     image_size=16, patch_size=4, num_channels=3, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
@@ -25,7 +39,8 @@ TINY = dict(
     hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0, initializer_range=0.02, num_prompt_token=0,
 )
 
-# name -> (config overrides, input height, input width)
+# name -> (config overrides, input height, input width[, options]); options: base (config the overrides apply to),
+# training, classes (a classifier case), all_grads (every parameter's gradient), batch.
 CASES = {
     "tiny_causal_gelu": ({}, 16, 16),
     "tiny_bidirectional": ({"is_causal": False}, 16, 16),
@@ -34,6 +49,10 @@ CASES = {
     "two_blocks_no_layerscale": ({"layerscale_value": None, "qk_norm_bias": True}, 16, 16),
     "non_square": ({"num_attention_heads": 4, "hidden_size": 48, "qkv_bias": False}, 16, 24),
     "no_qk_norm_gelu_tanh": ({"qk_norm": False, "hidden_act": "gelu_new", "rope_theta": 10000.0}, 12, 20),
+    "training_mode": (IDENTITY_AUG, 16, 16, dict(training=True, all_grads=True)),
+    "training_dropout_one": (dict(IDENTITY_AUG, hidden_dropout_prob=1.0), 16, 16, dict(training=True)),
+    "classifier_head": ({"is_causal": False, "num_hidden_layers": 3}, 16, 16, dict(classes=5, all_grads=True, batch=4)),
+    "base_224_all_grads": ({}, 224, 224, dict(base=BASE, all_grads=True, batch=1)),
 }
 
 GRADS = [
@@ -59,42 +78,56 @@ def randomise(model, gen):
                 p.copy_(torch.randn(p.shape, generator=gen) * 0.1)
 
 
-def write_case(out, name, overrides, h, w, seed):
-    c = dict(TINY, **overrides)
+def write_case(out, name, overrides, h, w, seed, opts):
+    c = dict(opts.get("base", TINY), **overrides)
+    training, classes = opts.get("training", False), opts.get("classes", 0)
     gen = torch.Generator().manual_seed(seed)
-    model = ViTNepaReference(c)
+    model = ViTNepaClassifierReference(c, classes) if classes else ViTNepaReference(c)
     randomise(model, gen)
-    pixels = torch.rand(2, c["num_channels"], h, w, generator=gen) * 2 - 1
+    pixels = torch.rand(opts.get("batch", 2), c["num_channels"], h, w, generator=gen) * 2 - 1
+    inputs = {"pixel_values": pixels.contiguous()}
 
     weights32 = {k: v.detach().float().contiguous() for k, v in model.state_dict().items()}
     model = model.double()
-    hidden, inputs = model(pixels.double())
-    loss = nepa_loss(hidden, inputs)
+    if classes:
+        labels = torch.randint(0, classes, (pixels.shape[0],), generator=gen)
+        inputs["labels"] = labels
+        logits = model(pixels.double())
+        loss = nn.functional.cross_entropy(logits, labels)
+        expected = {"logits": logits.detach()}
+    else:
+        hidden, embedding = model(pixels.double(), training=training)
+        loss = nepa_loss(hidden, embedding)
+        expected = {"last_hidden_state": hidden.detach(), "input_embedding": embedding.detach()}
+        weights32 = {"vit_nepa." + k: v for k, v in weights32.items()}
     loss.backward()
+    expected["loss"] = loss.detach()
+    expected["meta.training"] = torch.tensor(1.0 if training else 0.0)
     params = dict(model.named_parameters())
-    expected = {
-        "last_hidden_state": hidden.detach(),
-        "input_embedding": inputs.detach(),
-        "loss": loss.detach(),
-    }
-    for g in GRADS:
+    for g in (params if opts.get("all_grads") else GRADS if not training else ["layernorm.bias"]):
         if g in params:
             expected["grad." + g] = params[g].grad
     os.makedirs(os.path.join(out, name), exist_ok=True)
-    config = dict(c, architectures=["ViTNepaForPreTraining"], model_type="vit_nepa", dtype="float32")
+    arch = "ViTNepaForImageClassification" if classes else "ViTNepaForPreTraining"
+    config = dict(c, architectures=[arch], model_type="vit_nepa", dtype="float32")
+    if classes:
+        config["id2label"] = {str(i): f"class_{i}" for i in range(classes)}
     with open(os.path.join(out, name, "config.json"), "w") as f:
         json.dump(config, f, indent=2, sort_keys=True)
-    save_file({"vit_nepa." + k: v for k, v in weights32.items()}, os.path.join(out, name, "model.safetensors"),
-              metadata={"format": "pt"})
-    save_file({"pixel_values": pixels.contiguous()}, os.path.join(out, name, "input.safetensors"))
-    save_file({k: v.double().contiguous() for k, v in expected.items()}, os.path.join(out, name, "expected.safetensors"))
+    save_file(weights32, os.path.join(out, name, "model.safetensors"), metadata={"format": "pt"})
+    save_file(inputs, os.path.join(out, name, "input.safetensors"))
+    # Gradients of the base case (86 M values) are stored in float32: the float64 truth rounded once.
+    big = opts.get("base") is not None
+    save_file({k: (v.float() if big and k.startswith("grad.") else v.double()).contiguous() for k, v in expected.items()},
+              os.path.join(out, name, "expected.safetensors"))
 
 
 def main():
     out = sys.argv[1]
     torch.set_num_threads(1)
-    for i, (name, (overrides, h, w)) in enumerate(CASES.items()):
-        write_case(out, name, overrides, h, w, seed=1000 + i)
+    for i, (name, case) in enumerate(CASES.items()):
+        overrides, h, w = case[:3]
+        write_case(out, name, overrides, h, w, 1000 + i, case[3] if len(case) > 3 else {})
     with open(os.path.join(out, "cases.txt"), "w") as f:
         f.write("\n".join(CASES) + "\n")
     print(f"wrote {len(CASES)} fixture cases to {out}")

@@ -1,7 +1,9 @@
 """Reference NEPA backbone and loss in plain PyTorch, written from NEPA-SPEC.md §1-2 and §7.
 
 Deliberately naive: eager attention with an explicit mask, separate q/k/v, every step spelled out,
-so that it can serve as the ground truth for the C++ implementation. Parameter names are the
+so that it can serve as the ground truth for the C++ implementation. Training mode adds what the release does
+there apart from the random RoPE augmentation and drop path: hidden_dropout_prob on the embeddings, after the
+attention output projection and after the MLP output (before LayerScale and the residual). Parameter names are the
 Hugging Face ones, so `state_dict()` (with the `vit_nepa.` prefix) is a released checkpoint layout.
 Used only by tests and fixtures; never by the toolkit's executables.
 """
@@ -144,12 +146,14 @@ class Layer(nn.Module):
         self.intermediate = Intermediate(c)
         self.output = Output(c)
 
-    def forward(self, h, cos, sin, causal):
+    def forward(self, h, cos, sin, causal, dropout=0.0, training=False):
         a = self.attention.output.dense(self.attention.attention(self.layernorm_before(h), cos, sin, causal))
+        a = nn.functional.dropout(a, dropout, training)
         if self.layer_scale is not None:
             a = a * self.layer_scale.lambda1
         h = h + a
         m = self.output.dense(self.intermediate(self.layernorm_after(h)))
+        m = nn.functional.dropout(m, dropout, training)
         if self.output.layer_scale is not None:
             m = m * self.output.layer_scale.lambda1
         return h + m
@@ -176,7 +180,7 @@ class Encoder(nn.Module):
 
 
 class ViTNepaReference(nn.Module):
-    """Eval-mode backbone (no RoPE augmentation, no dropout, no drop path)."""
+    """The backbone without RoPE augmentation and drop path; dropout only with training=True."""
 
     def __init__(self, c):
         super().__init__()
@@ -185,7 +189,7 @@ class ViTNepaReference(nn.Module):
         self.encoder = Encoder(c)
         self.layernorm = LayerNorm(c["hidden_size"], c["layer_norm_eps"])
 
-    def forward(self, pixel_values, causal=None):
+    def forward(self, pixel_values, causal=None, training=False):
         c = self.c
         causal = c["is_causal"] if causal is None else causal
         p = c["patch_size"]
@@ -195,10 +199,26 @@ class ViTNepaReference(nn.Module):
         input_embedding = torch.cat([cls, patches], 1)
         head_dim = c["hidden_size"] // c["num_attention_heads"]
         cos, sin = rope_tables(gh, gw, head_dim, c["rope_theta"], pixel_values.dtype)
-        h = input_embedding
+        p_drop = c.get("hidden_dropout_prob", 0.0)
+        h = nn.functional.dropout(input_embedding, p_drop, training)
         for layer in self.encoder.layer:
-            h = layer(h, cos, sin, causal)
+            h = layer(h, cos, sin, causal, p_drop, training)
         return self.layernorm(h), input_embedding
+
+
+class ViTNepaClassifierReference(nn.Module):
+    """ViTNepaForImageClassification (NEPA-SPEC §4): mean of the patch tokens of last_hidden_state (CLS excluded)
+    -> fc_norm -> classifier, on the bidirectional backbone."""
+
+    def __init__(self, c, num_classes):
+        super().__init__()
+        self.vit_nepa = ViTNepaReference(c)
+        self.fc_norm = LayerNorm(c["hidden_size"], c["layer_norm_eps"])
+        self.classifier = nn.Linear(c["hidden_size"], num_classes)
+
+    def forward(self, pixel_values):
+        h, _ = self.vit_nepa(pixel_values, causal=False)
+        return self.classifier(self.fc_norm(h[:, 1:].mean(1)))
 
 
 def nepa_loss(h, z):

@@ -1,7 +1,11 @@
 """End-to-end checks of nepa_finetune (run by ctest).
 
 1. A short pretraining run's export initialises the classifier (only the head reported missing), fine-tuning
-   runs with the layer-wise lr table, and exports the weights, their EMA and the best EMA in the HF layout.
+   runs with the layer-wise lr table, and exports the weights, their EMA and the best EMA in the HF layout. The
+   classifier starts at zero (the release's -sft init): the first loss is exactly ln(10).
+1b. The pretraining run also exports its EMA (final_ema/, equal to the EMA in its last checkpoint, not to the
+   weights); fine-tuning from final_ema/ and from that checkpoint with finetune.init_ema gives the same run, and
+   init_ema on an exported folder stops with one line saying what to do instead.
 2. --eval-only on those exports gives exactly the accuracy the training run logged (weights and EMA).
 3. A fine-tuning run stopped by SIGTERM and resumed ends with the same weights, EMA and figures as an
    uninterrupted run.
@@ -51,7 +55,8 @@ schedule:
   max_steps: 20
 """
 # The same backbone, bidirectional and with drop path, as fine-tuning uses it.
-FINETUNE = MODEL.replace("  intermediate_size: 64\n", "  intermediate_size: 64\n  is_causal: false\n  drop_path_prob: 0.1\n") + """
+FINETUNE = MODEL.replace("  intermediate_size: 64\n", "  intermediate_size: 64\n  is_causal: false\n  drop_path_prob: 0.1\n").replace(
+    "  threads: 1\n", "  threads: 1\n  ema_decay: 0.9\n") + """
 optim:
   base_lr: 4.0e-3
   betas: [0.9, 0.999]
@@ -61,7 +66,6 @@ schedule:
   warmup_fraction: 0.2
 finetune:
   llrd: 0.75
-  ema_decay: 0.9
   eval_every_epochs: 1
 """
 
@@ -119,10 +123,39 @@ def main():
         keys = load_file(os.path.join(ft_dir, d, "model.safetensors")).keys()
         check({"classifier.weight", "classifier.bias", "fc_norm.weight", "fc_norm.bias"} <= set(keys), f"{d}: head keys")
         check(all(k.startswith(("vit_nepa.", "fc_norm.", "classifier.")) for k in keys), f"{d}: stray keys")
+    check("classifier head init: zeros" in out, "no head-init line:\n" + out[:3000])
+    first = [json.loads(l) for l in open(os.path.join(ft_dir, "metrics.jsonl")) if '"kind":"train"' in l][0]
+    check(first["step"] == 1 and abs(first["loss"] - np.log(10)) < 1e-6,
+          f"a zero classifier gives uniform logits, loss ln(10) = {np.log(10):.6f}; the first step logged {first}")
     e = evals(ft_dir)
     check(len(e) >= 2, f"{len(e)} evaluations (expected one per epoch and one at the end)")
     last = e[-1]
     print(f"fine-tuned: top-1 {last['top1']:.2f} / EMA {last['ema_top1']:.2f} after {last['step']} steps")
+
+    # ---- 1b. the pretraining EMA ------------------------------------------------------------------------------
+    ckpt_dir = os.path.join(work, "pre", "checkpoints")
+    ckpt = os.path.join(ckpt_dir, sorted(f for f in os.listdir(ckpt_dir) if f.endswith(".safetensors"))[-1])
+    saved = load_file(ckpt)
+    ema = load_file(os.path.join(work, "pre", "final_ema", "model.safetensors"))
+    plain = load_file(os.path.join(backbone, "model.safetensors"))
+    check(ema.keys() == plain.keys(), "final_ema holds other tensors than final")
+    check(all(np.array_equal(ema[k], saved["extra.ema." + k[len("vit_nepa."):]]) for k in ema),
+          "final_ema differs from the EMA in the last checkpoint")
+    check(max(float(np.abs(ema[k] - plain[k]).max()) for k in ema) > 0, "final_ema equals the final weights")
+    short = ["--set", "schedule.max_steps=5", "--set", "finetune.eval_every_epochs=0"]
+    run([finetune, "--config", fcfg, "--output-dir", os.path.join(work, "from_ema"), "--init",
+         os.path.join(work, "pre", "final_ema")] + short)
+    out = run([finetune, "--config", fcfg, "--output-dir", os.path.join(work, "from_ckpt_ema"), "--init", ckpt,
+               "--set", "finetune.init_ema=true"] + short)
+    check("(its EMA weights)" in out, "init_ema not reported:\n" + out[:2000])
+    a = load_file(os.path.join(work, "from_ema", "final", "model.safetensors"))
+    b = load_file(os.path.join(work, "from_ckpt_ema", "final", "model.safetensors"))
+    check(all(np.array_equal(a[k], b[k]) for k in a), "final_ema/ and the checkpoint's EMA start different runs")
+    r = subprocess.run([finetune, "--config", fcfg, "--output-dir", os.path.join(work, "bad_ema"), "--init", backbone,
+                        "--set", "finetune.init_ema=true"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    check(r.returncode != 0 and "final_ema/" in r.stdout and "not a training checkpoint" in r.stdout,
+          f"init_ema on an export: exit {r.returncode}\n{r.stdout[-1500:]}")
+    print("pretraining EMA: final_ema/ = the checkpoint's EMA; both start the same fine-tune; misuse named")
 
     # ---- 2. --eval-only reproduces the logged figures --------------------------------------------------------
     for weights, key in (("final", "top1"), ("final_ema", "ema_top1")):

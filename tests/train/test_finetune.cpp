@@ -34,7 +34,8 @@ std::vector<std::pair<std::string, torch::Tensor>> named(torch::nn::Module& m) {
 TEST(Llrd, GroupFactorsForEveryParameterOfAFourBlockModel) {
   ViTNepaForImageClassification model(four_blocks(), 10);
   LlrdGroups g = llrd_groups(named(*model), 4, 0.05);
-  LlrdSchedule s("llrd_cosine_warmup", g.specs, /*base=*/1.0, /*head=*/0.5, /*llrd=*/0.65, 1.0, 0.0, 100, 1000);
+  LlrdSchedule s("llrd_cosine_warmup", g.specs, /*base=*/1.0, /*head=*/0.5, /*llrd=*/0.65, std::nullopt, 0.0, 100,
+                 1000);
   std::set<std::string> seen;
   for (size_t gi = 0; gi < g.groups.size(); ++gi) {
     for (size_t k = 0; k < g.groups[gi].params.size(); ++k) {
@@ -80,7 +81,7 @@ TEST(Llrd, CosineWarmupSchedulePerGroupAgainstTheFormula) {
   for (int g = 0; g < 5; ++g) {
     const double f = specs[g].depth >= 0 ? std::pow(llrd, specs[g].depth) : 1.0;
     const double peak = specs[g].head ? head : base * f;
-    const int64_t w = std::max<int64_t>(1, W - std::llround(W * std::min(f, 1.0)));
+    const int64_t w = std::max<int64_t>(1, W - static_cast<int64_t>(std::nearbyint(W * std::min(f, 1.0))));
     EXPECT_EQ(s.warmup_steps(g), w) << g;
     for (int64_t step : {int64_t{0}, int64_t{1}, w / 2, w - 1, w, w + 1, int64_t{500}, total - 1, total}) {
       double expected;
@@ -92,6 +93,21 @@ TEST(Llrd, CosineWarmupSchedulePerGroupAgainstTheFormula) {
   // The most decayed group warms up longest: embeddings (0.65^4 = 0.18) -> 200 - 36 = 164 steps.
   EXPECT_EQ(s.warmup_steps(0), 164);
   EXPECT_EQ(s.warmup_steps(3), 1);
+}
+
+TEST(Llrd, WarmupRoundsHalfToEvenAndZeroWarmupMeansNone) {
+  // 10 x 0.5^2 = 2.5: Python's round gives 2 (half to even), so the group warms up for 8 steps, not 7.
+  LlrdSchedule s("llrd_cosine_warmup", {{2, false, ""}, {1, false, ""}}, 1.0, 1.0, 0.5, std::nullopt, 0.0, 10, 100);
+  EXPECT_EQ(s.warmup_steps(0), 8);
+  EXPECT_EQ(s.warmup_steps(1), 5);  // 10 x 0.5 = 5 exactly
+  LlrdSchedule none("llrd_cosine_warmup", {{2, false, ""}}, 1.0, 1.0, 0.5, std::nullopt, 0.0, 0, 100);
+  EXPECT_EQ(none.warmup_steps(0), 0);
+  EXPECT_DOUBLE_EQ(none.lr(0, 0), 0.25);  // the peak at step 0, as the release without warmup
+}
+
+TEST(Llrd, CosineScheduleKeepsLlrdFixedWithoutAnEndValue) {
+  LlrdSchedule s("llrd_cosine", {{3, false, ""}}, 1.0, 0.5, 0.65, std::nullopt, 0.0, 100, 1000);
+  for (int64_t step : {0, 100, 500, 999}) EXPECT_DOUBLE_EQ(s.factor(0, step), std::pow(0.65, 3)) << step;
 }
 
 TEST(Llrd, CosineScheduleMovesLlrdAlongTheRun) {
@@ -108,21 +124,25 @@ TEST(Llrd, CosineScheduleMovesLlrdAlongTheRun) {
   }
 }
 
-TEST(Ema, ArithmeticAndRoundTrip) {
+TEST(Ema, StartsAtTheWeightsAfterStepOneThenAveragesAsTheRelease) {
   torch::nn::Linear lin(3, 2);
   torch::NoGradGuard no_grad;
   lin->weight.fill_(1.0);
   lin->bias.fill_(0.0);
   Ema ema(*lin, 0.9);
+  ema.update(1);  // the release creates its EMA model at the first update: a copy of the weights after step 1
   lin->weight.fill_(2.0);
   lin->bias.fill_(-1.0);
-  for (int k = 0; k < 5; ++k) ema.update(*lin);
-  // e_k = d^k e_0 + (1 - d^k) w
+  for (int64_t step = 2; step <= 6; ++step) ema.update(step);
+  // e_k = d^k e_1 + (1 - d^k) w, each update computed as the release's e.mul_(d).add_(w, alpha=1-d) in float32
   const double d5 = std::pow(0.9, 5);
   torch::nn::Linear twin(3, 2);
   ema.copy_to(*twin);
   EXPECT_NEAR(twin->weight[0][0].item<double>(), d5 * 1.0 + (1 - d5) * 2.0, 1e-6);
   EXPECT_NEAR(twin->bias[1].item<double>(), (1 - d5) * -1.0, 1e-6);
+  torch::Tensor e = torch::ones({2, 3});
+  for (int k = 0; k < 5; ++k) e.mul_(0.9).add_(torch::full({2, 3}, 2.0), 1.0 - 0.9);
+  EXPECT_TRUE(torch::equal(twin->weight, e));  // bit for bit
   Ema other(*lin, 0.9);
   other.load_state(ema.state("ema."), "ema.");
   torch::nn::Linear twin2(3, 2);
@@ -191,8 +211,8 @@ TEST(FinetuneTask, FrozenEmbeddingStaysAndEverythingElseTrains) {
   c.model.is_causal = false;
   c.schedule.name = "llrd_cosine_warmup";
   c.schedule.max_steps = 4;
-  c.finetune.ema = true;
-  c.finetune.ema_decay = 0.5;
+  c.train.ema = true;
+  c.train.ema_decay = 0.5;
   c.finetune.eval_every_epochs = 0;
   c.data.synthetic_size = 32;
   validate(c);
@@ -230,7 +250,7 @@ TEST(Probes, OnlyTheHeadTrainsAndTheBackboneStaysInEvalMode) {
     c.model.is_causal = false;
     c.finetune.head = head;
     c.finetune.probe_blocks = 2;
-    c.finetune.ema = false;
+    c.train.ema = false;
     c.finetune.mixup_alpha = c.finetune.cutmix_alpha = 0;
     c.finetune.eval_every_epochs = 0;
     c.schedule.max_steps = 3;

@@ -77,7 +77,9 @@ struct ModelConfig {
     v("use_mask_token", self.use_mask_token, "learnable mask token for input-embedding masking");
     v("is_causal", self.is_causal, "causal attention (pretraining); false = bidirectional (fine-tuning)");
     v("drop_path_prob", self.drop_path_prob, "stochastic depth rate of the last block, rising linearly from 0");
-    v("hidden_dropout_prob", self.hidden_dropout_prob, "dropout on the embeddings");
+    v("hidden_dropout_prob", self.hidden_dropout_prob,
+      "dropout on the embeddings and, as the release, on the attention output projection and the MLP output (before "
+      "LayerScale and the residual); 0 in every release");
     v("attention_probs_dropout_prob", self.attention_probs_dropout_prob, "dropout on attention probabilities");
     v("initializer_range", self.initializer_range, "std of the truncated-normal weight init");
     v("num_prompt_token", self.num_prompt_token, "prompt tokens of the release (0 in every release; others unsupported)");
@@ -112,6 +114,7 @@ struct DataConfig {
   std::vector<double> crop_scale = {0.08, 1.0};
   std::vector<double> crop_ratio = {3.0 / 4.0, 4.0 / 3.0};
   std::string interpolation = "bilinear";
+  std::string eval_resize = "shorter_side";
   double hflip_prob = 0.5;
   int num_workers = 4;
   int prefetch_batches = 4;
@@ -137,13 +140,18 @@ struct DataConfig {
     v("std", self.std, "per-channel normalisation std");
     v("crop_scale", self.crop_scale, "RandomResizedCrop area range [min, max]");
     v("crop_ratio", self.crop_ratio, "RandomResizedCrop aspect range [min, max]");
-    v("interpolation", self.interpolation, "resize filter: bilinear | bicubic | nearest | area");
+    v("interpolation", self.interpolation,
+      "resize filter: bilinear | bicubic (antialiased when shrinking, as torchvision on PIL images) | nearest | area");
     v("hflip_prob", self.hflip_prob, "probability of a horizontal flip");
     v("num_workers", self.num_workers, "decode/augment threads");
     v("prefetch_batches", self.prefetch_batches, "batches prepared ahead of the training step");
     v("max_bad_fraction", self.max_bad_fraction, "unreadable images tolerated, as a fraction of the dataset, before the run stops");
     v("file_list", self.file_list, "image_folder: text file of '<class>/<file>' paths (relative to root/<split>) to use; empty = all");
-    v("eval_crop_pct", self.eval_crop_pct, "evaluation: resize the shorter side to image_size / eval_crop_pct, then centre crop");
+    v("eval_crop_pct", self.eval_crop_pct,
+      "evaluation: resize to int(image_size / eval_crop_pct) (see eval_resize), then centre crop image_size");
+    v("eval_resize", self.eval_resize,
+      "evaluation resize: shorter_side (Resize(int), aspect kept; the release's B recipe) | square (Resize((s, s)); "
+      "the release's L recipe with crop_pct 0.95)");
     v("synthetic_size", self.synthetic_size, "synthetic: number of generated images per split");
     v("auto_augment", self.auto_augment, "training: RandAugment as timm names it, e.g. rand-m9-mstd0.5-inc1; empty = off");
     v("color_jitter", self.color_jitter, "training: brightness/contrast/saturation jitter strength, only without auto_augment");
@@ -160,7 +168,7 @@ struct OptimConfig {
   std::vector<double> betas = {0.9, 0.95};
   double eps = 1e-8;
   double weight_decay = 0.05;
-  double grad_clip = 0.0;
+  double grad_clip = 1.0;
 
   template <class Self, class V>
   static void visit(Self& self, V& v) {
@@ -170,7 +178,9 @@ struct OptimConfig {
     v("betas", self.betas, "AdamW (beta1, beta2)");
     v("eps", self.eps, "AdamW epsilon");
     v("weight_decay", self.weight_decay, "decoupled weight decay on matrices, kernels and the CLS token");
-    v("grad_clip", self.grad_clip, "max global gradient norm; 0 = no clipping");
+    v("grad_clip", self.grad_clip,
+      "max global L2 norm of the gradient, clipped once per optimizer step after the data-parallel average (as "
+      "torch.nn.utils.clip_grad_norm_); 1.0 = the HF Trainer's max_grad_norm, which every release run uses; 0 = off");
   }
 };
 
@@ -202,6 +212,8 @@ struct TrainConfig {
   std::string output_dir = "runs/nepa";
   long long checkpoint_every = 1000;
   int keep_last = 3;
+  bool ema = true;
+  double ema_decay = 0.9999;
 
   template <class Self, class V>
   static void visit(Self& self, V& v) {
@@ -214,6 +226,10 @@ struct TrainConfig {
     v("output_dir", self.output_dir, "run directory: checkpoints, metrics.jsonl, config.yaml");
     v("checkpoint_every", self.checkpoint_every, "optimizer steps between checkpoints");
     v("keep_last", self.keep_last, "checkpoints kept besides the final one");
+    v("ema", self.ema,
+      "keep an exponential moving average of all weights (checkpointed; pretraining exports it as final_ema/, "
+      "fine-tuning evaluates it beside the weights)");
+    v("ema_decay", self.ema_decay, "EMA decay per optimizer step (the average starts at the weights after step 1)");
   }
 };
 
@@ -274,15 +290,15 @@ struct FinetuneConfig {
   int num_classes = 0;
   bool freeze_embed = true;
   double llrd = 0.65;
-  double llrd_end = 1.0;
+  std::optional<double> llrd_end;
   double head_lr = 1e-3;
   double label_smoothing = 0.1;
   double mixup_alpha = 0.8;
   double cutmix_alpha = 1.0;
   double mixup_prob = 1.0;
   double mixup_switch_prob = 0.5;
-  bool ema = true;
-  double ema_decay = 0.9999;
+  std::string head_init = "zeros";
+  bool init_ema = false;
   double eval_every_epochs = 1.0;
   int probe_blocks = 1;
 
@@ -297,16 +313,20 @@ struct FinetuneConfig {
     v("num_classes", self.num_classes, "classifier outputs; 0 = the training set's class count");
     v("freeze_embed", self.freeze_embed, "keep the patch embedding fixed");
     v("llrd", self.llrd, "layer-wise lr decay: block i gets llrd^(L-1-i), the embeddings llrd^L");
-    v("llrd_end", self.llrd_end, "schedule llrd_cosine: the value llrd moves to along the cosine");
+    v("llrd_end", self.llrd_end,
+      "schedule llrd_cosine: the value llrd moves to along a half-cosine over the run; null = llrd stays fixed");
     v("head_lr", self.head_lr, "peak lr of the classifier and the backbone's final layernorm (absolute, not scaled)");
     v("label_smoothing", self.label_smoothing, "soft targets: 1 - s + s/C on the label, s/C elsewhere");
     v("mixup_alpha", self.mixup_alpha, "Mixup Beta(alpha, alpha); 0 = off");
     v("cutmix_alpha", self.cutmix_alpha, "CutMix Beta(alpha, alpha); 0 = off");
     v("mixup_prob", self.mixup_prob, "probability that a batch is mixed at all");
     v("mixup_switch_prob", self.mixup_switch_prob, "with both on: probability of CutMix instead of Mixup");
-    v("ema", self.ema, "keep an exponential moving average of all weights, evaluated beside them");
-    v("ema_decay", self.ema_decay, "EMA decay per optimizer step");
-    v("eval_every_epochs", self.eval_every_epochs, "evaluate every this many epochs (and at the end); 0 = end only");
+    v("head_init", self.head_init,
+      "classifier init: zeros (weight and bias, as the release builds its -sft models) | trunc_normal (std "
+      "model.initializer_range)");
+    v("init_ema", self.init_ema,
+      "start from the EMA weights (train.ema) of the training checkpoint named by init, as the release's --use_ema; "
+      "an exported run starts from final_ema/ instead");    v("eval_every_epochs", self.eval_every_epochs, "evaluate every this many epochs (and at the end); 0 = end only");
     v("probe_blocks", self.probe_blocks, "probes: average the features of the last k blocks (1 = last_hidden_state)");
   }
 };

@@ -40,12 +40,16 @@ TORCH_MODULE(ProbeHead);
 class ViTNepaForImageClassificationImpl : public torch::nn::Module {
  public:
   // The backbone as `model` describes it (fine-tuning sets is_causal false and drop_path_prob 0.1); the head is
-  // initialised as the release does (trunc-normal weight with std initializer_range, zero bias, LayerNorm 1/0).
+  // initialised as HF's _init_weights does (trunc-normal weight with std initializer_range, zero bias, LayerNorm
+  // 1/0). The release then zeroes the classifier when it builds a -sft model from a backbone: init_head("zeros").
   // `head`: finetune | linear_probe | attentive_probe. With a probe the backbone is frozen and always runs in
   // eval mode without gradients.
   ViTNepaForImageClassificationImpl(const ModelConfig& model, int64_t num_classes,
                                     const std::string& head = "finetune", int probe_blocks = 1);
   torch::Tensor forward(const torch::Tensor& pixel_values);  // logits [B, num_classes]
+  // Re-initialises the classifier (finetune.head_init): "zeros" (weight and bias, as the release's
+  // init_nepa_cls_from_pretrain.py) or "trunc_normal" (std initializer_range, zero bias).
+  void init_head(const std::string& scheme);
   // The pooled features fed to the classifier [B, D].
   torch::Tensor features(const torch::Tensor& pixel_values);
   void train(bool on = true) override;
@@ -70,12 +74,14 @@ std::string head_of(const std::map<std::string, torch::Tensor>& tensors);
 
 // Tensors of a weights file in the classifier's key space: a training checkpoint ("model.*", written by
 // nepa_pretrain or nepa_finetune), an HF model.safetensors (vit_nepa.* [+ fc_norm.*, classifier.*]) or a bare
-// backbone file; a folder means its model.safetensors. Throws std::runtime_error naming the file.
-std::map<std::string, torch::Tensor> read_classifier_weights(const std::string& path);
+// backbone file; a folder means its model.safetensors. With `ema`, a training checkpoint's EMA weights
+// ("extra.ema.*", train.ema) instead of its weights; anything else is then an error (an exported EMA is a folder
+// of its own, final_ema/). Throws std::runtime_error naming the file.
+std::map<std::string, torch::Tensor> read_classifier_weights(const std::string& path, bool ema = false);
 
 // Loads what `path` holds into `model`, non-strictly: a pretraining checkpoint leaves the head (and whatever the
 // configs do not share) at its fresh init, listed in the report as missing. Shape mismatches throw.
-LoadReport load_classifier_init(ViTNepaForImageClassification& model, const std::string& path);
+LoadReport load_classifier_init(ViTNepaForImageClassification& model, const std::string& path, bool ema = false);
 
 // Writes <dir>/model.safetensors + config.json in the release's classification layout (architectures
 // ViTNepaForImageClassification, id2label from `labels`, or "0".."C-1").

@@ -63,11 +63,15 @@ class NepaSelfAttentionImpl : public torch::nn::Module {
 };
 TORCH_MODULE(NepaSelfAttention);
 
+// The attention output projection, then dropout with hidden_dropout_prob (the release's ViTNepaSelfOutput).
 class NepaSelfOutputImpl : public torch::nn::Module {
  public:
   explicit NepaSelfOutputImpl(const ModelConfig& c);
-  torch::Tensor forward(const torch::Tensor& x) { return dense->forward(x); }
+  torch::Tensor forward(const torch::Tensor& x);
   torch::nn::Linear dense{nullptr};
+
+ private:
+  double dropout_;
 };
 TORCH_MODULE(NepaSelfOutput);
 
@@ -93,9 +97,12 @@ TORCH_MODULE(NepaIntermediate);
 class NepaOutputImpl : public torch::nn::Module {
  public:
   explicit NepaOutputImpl(const ModelConfig& c);
-  torch::Tensor forward(const torch::Tensor& x);  // dense, then LayerScale 2
+  torch::Tensor forward(const torch::Tensor& x);  // dense, dropout (hidden_dropout_prob), then LayerScale 2
   torch::nn::Linear dense{nullptr};
   LayerScale layer_scale{nullptr};
+
+ private:
+  double dropout_;
 };
 TORCH_MODULE(NepaOutput);
 

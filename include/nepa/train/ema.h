@@ -1,19 +1,26 @@
-// Exponential moving average of a module's weights (timm's ModelEmaV2 semantics, NEPA-SPEC §4): after every
-// optimizer step each floating-point parameter and buffer e <- decay * e + (1 - decay) * w, in float32; other
-// buffers are copied. The average lives outside the module; copy_to() puts it into a twin for evaluation.
+// Exponential moving average of a module's weights, as the release keeps it in pretraining (run_nepa.py) and
+// fine-tuning (run_image_classification.py): once per optimizer step every floating-point parameter and buffer
+// e <- decay * e + (1 - decay) * w (mul_ then add_, in float32); other buffers are copied. Like the release, the
+// average starts as a copy of the weights after the first step (it creates its EMA model at the first update),
+// not of the initial weights. The training loop owns it (train.ema); copy_to() puts it into a twin module.
 #pragma once
 
 #include <torch/nn/module.h>
 
 #include <map>
 #include <string>
+#include <vector>
+
+#include "nepa/config/config.h"
 
 namespace nepa {
 
 class Ema {
  public:
+  // Tracks `module`'s parameters and buffers as they are now (move the module to its device first).
   Ema(const torch::nn::Module& module, double decay);
-  void update(const torch::nn::Module& module);
+  // After optimizer step `step` (1-based): step 1 copies the weights, later steps average them in.
+  void update(int64_t step);
   // Writes the averaged weights into `target` (same parameter and buffer names as the tracked module).
   void copy_to(torch::nn::Module& target) const;
   double decay() const { return decay_; }
@@ -24,7 +31,12 @@ class Ema {
 
  private:
   double decay_;
-  std::map<std::string, torch::Tensor> shadow_;
+  std::vector<std::string> names_;
+  std::vector<torch::Tensor> tracked_, shadow_;      // parallel to names_
+  std::vector<torch::Tensor> float_src_, float_dst_;  // the floating-point pairs, averaged with one foreach call
 };
+
+// "EMA of the weights: decay ... (averages over ~N steps)" or "... off": for the start of a run and --dry-run.
+std::string describe_ema(const TrainConfig& config);
 
 }  // namespace nepa

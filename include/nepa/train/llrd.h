@@ -3,14 +3,16 @@
 // the classifier and the backbone's final layernorm run at finetune.head_lr (factor 1); fc_norm and anything
 // else at the base lr (factor 1). Weight decay goes to parameters with >= 2 dimensions only.
 //
-// Two schedules:
+// Two schedules, as the release's schedulers.py:
 //  - llrd_cosine_warmup: group g warms up for max(1, W - round(W * min(factor_g, 1))) steps (the more decayed,
-//    the longer), then follows a cosine from its peak to schedule.min_lr; W = ceil(warmup_fraction * steps).
-//  - llrd_cosine: a common warmup of W steps and cosine, while llrd itself moves from finetune.llrd to
-//    finetune.llrd_end along a half cosine over the run.
+//    the longer; Python's round, half to even), then follows a cosine from its peak to schedule.min_lr;
+//    W = ceil(warmup_fraction * steps) as the HF Trainer computes it, and W = 0 means no warmup at all.
+//  - llrd_cosine: a common warmup of W steps and cosine; with finetune.llrd_end set, llrd itself moves from
+//    finetune.llrd to llrd_end, otherwise it stays fixed.
 #pragma once
 
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -41,7 +43,7 @@ LlrdGroups llrd_groups(const std::vector<std::pair<std::string, torch::Tensor>>&
 class LlrdSchedule : public LrSchedule {
  public:
   LlrdSchedule(std::string kind, std::vector<LlrdSpec> specs, double base_lr, double head_lr, double llrd,
-               double llrd_end, double min_lr, int64_t warmup_steps, int64_t total_steps);
+               std::optional<double> llrd_end, double min_lr, int64_t warmup_steps, int64_t total_steps);
   double lr(int group, int64_t step) const override;
   // The decay factor of a group at `step` (llrd^depth, 1 for head and base groups).
   double factor(int group, int64_t step) const;
@@ -51,7 +53,9 @@ class LlrdSchedule : public LrSchedule {
  private:
   std::string kind_;
   std::vector<LlrdSpec> specs_;
-  double base_, head_, llrd_, llrd_end_, min_lr_;
+  double base_, head_, llrd_;
+  std::optional<double> llrd_end_;
+  double min_lr_;
   int64_t warmup_, total_;
 };
 

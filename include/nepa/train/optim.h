@@ -29,6 +29,14 @@ std::vector<ParamGroup> decay_groups(const torch::nn::Module& module, double wei
 // AdamW over `groups` (lr set per step by the training loop; betas/eps from the config).
 std::unique_ptr<torch::optim::AdamW> make_adamw(const std::vector<ParamGroup>& groups, const OptimConfig& config);
 
+// torch.nn.utils.clip_grad_norm_ with the L2 norm, as its foreach path computes it: total = || (||g_i||)_i ||
+// over the gradients of `params` (those without one are skipped), then every gradient times
+// min(1, max_norm / (total + 1e-6)). max_norm <= 0 only measures. Returns the pre-clip total as a float32 scalar
+// tensor on the gradients' device: nothing here waits for the device.
+torch::Tensor clip_grad_norm(const std::vector<torch::Tensor>& params, double max_norm);
+// "gradient clipping: global L2 norm <= 1 ..." or "... off": for the start of a run and --dry-run.
+std::string describe_clipping(const OptimConfig& config);
+
 // A table, one line per group: name, tensors, parameters, weight decay, lr scale.
 std::string describe_groups(const std::vector<ParamGroup>& groups);
 

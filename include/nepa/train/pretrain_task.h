@@ -1,5 +1,5 @@
 // NEPA pretraining as a TrainTask: the causal backbone, the next-embedding loss, k-NN readouts on the way, and
-// the backbone exported in the Hugging Face layout at the end.
+// the backbone exported in the Hugging Face layout at the end (and its EMA beside it, <dir>_ema, with train.ema).
 #pragma once
 
 #include <memory>

@@ -1,7 +1,7 @@
 // The one training loop. Pretraining, fine-tuning and segmentation differ only in their TrainTask (model,
 // parameter groups, forward + loss, extras such as an EMA, evaluation, export); the loop owns everything a
-// serious run needs: accumulation, schedule, clipping, autocast, progress lines and metrics.jsonl, atomic
-// checkpoints with exact resume, stop signals, and divergence handling.
+// serious run needs: accumulation, schedule, gradient clipping, the EMA of the weights, autocast, progress lines and
+// metrics.jsonl, atomic checkpoints with exact resume, stop signals, and divergence handling.
 #pragma once
 
 #include <torch/nn/module.h>
@@ -15,6 +15,7 @@
 #include "nepa/config/config.h"
 #include "nepa/data/loader.h"
 #include "nepa/dist/comm.h"
+#include "nepa/train/ema.h"
 #include "nepa/train/optim.h"
 #include "nepa/train/schedule.h"
 
@@ -34,7 +35,7 @@ class TrainTask {
   virtual std::vector<ParamGroup> param_groups() = 0;
   // Forward + loss on one micro-batch, in training mode.
   virtual StepOutput forward(const Batch& batch) = 0;
-  // After every optimizer step (e.g. EMA update).
+  // After every optimizer step (and after the loop's EMA update).
   virtual void after_step(int64_t /*step*/) {}
   // Extra tensors saved with checkpoints and handed back on resume.
   virtual std::map<std::string, torch::Tensor> extra_state() { return {}; }
@@ -48,9 +49,17 @@ class TrainTask {
   virtual std::unique_ptr<LrSchedule> make_schedule(const Config& config, int64_t total_steps);
   // Optimizer steps between evaluations during training (0 = only at the end). Default: eval.knn_every.
   virtual int64_t eval_every(const Config& config, int64_t steps_per_epoch);
+
+  // The loop's EMA of module() when train.ema is on (null otherwise), attached before the first evaluate() and
+  // kept until the task is destroyed, so that evaluation and export can use it.
+  void attach_ema(std::shared_ptr<const Ema> ema) { ema_ = std::move(ema); }
+  const Ema* ema() const { return ema_.get(); }
+
+ private:
+  std::shared_ptr<const Ema> ema_;
 };
 
-// A non-finite loss. The message names the step and the checkpoint holding the last good state.
+// A non-finite loss or gradient norm. The message names the step and the checkpoint holding the last good state.
 class TrainingDiverged : public std::runtime_error {
  public:
   using std::runtime_error::runtime_error;
