@@ -3,8 +3,9 @@
 # config and budget, and prints top-1 (plain and EMA) per seed and mean +- std.
 #   scripts/compare_finetune.sh runs/fmnist_tiny-<date>/final [seeds=3] [config] [--set key=value ...]
 # The seed is train.seed: head init, data order and augmentation (the backbone is the one given). Runs go to
-# $COMPARE_DIR (default <backbone>/../compare_finetune)/{nepa,random}_seed<N>; a finished one is not run again,
-# so give each setting its own COMPARE_DIR.
+# $COMPARE_DIR (default <backbone>/../compare_finetune)/<init>_seed<N>; a finished one is not run again, so give
+# each setting its own COMPARE_DIR. COMPARE_INITS (default "nepa random") picks the inits: nepa = the backbone,
+# ema = the pretraining run's EMA export beside it (<backbone>_ema, i.e. final_ema/), random = no init.
 set -euo pipefail
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 if (($# < 1)); then
@@ -25,15 +26,21 @@ last_eval() {  # prints "top1 ema_top1" of the run's last evaluation
            if (match($0, /"ema_top1":[0-9.]+/)) e = substr($0, RSTART + 11, RLENGTH - 11); print t, e }'
 }
 
+read -r -a INITS <<<"${COMPARE_INITS:-nepa random}"
 declare -A RESULT
 for ((s = 0; s < SEEDS; s++)); do
   seed=$((1337 + s))
-  for init in nepa random; do
+  for init in "${INITS[@]}"; do
     run="$OUT/${init}_seed$seed"
     if [[ ! -f "$run/final/model.safetensors" ]]; then
       rm -rf "$run"
       args=(--config "$CONFIG" --output-dir "$run" --set "train.seed=$seed" "$@")
-      [[ $init == nepa ]] && args+=(--init "$BACKBONE")
+      case $init in
+        nepa) args+=(--init "$BACKBONE") ;;
+        ema) args+=(--init "${BACKBONE%/}_ema") ;;
+        random) ;;
+        *) echo "COMPARE_INITS: unknown init '$init' (nepa, ema, random)" >&2; exit 2 ;;
+      esac
       "$BIN" "${args[@]}" >"$run.log" 2>&1 || { echo "fine-tune failed; see $run.log" >&2; exit 1; }
     fi
     RESULT[$init,$seed]="$(last_eval "$run")"
@@ -44,12 +51,12 @@ printf '\nFine-tune top-1 (%%) on the evaluation split, %s, %d seeds:\n' "$CONFI
 printf '%-8s %-10s %8s %8s\n' seed init top1 ema_top1
 for ((s = 0; s < SEEDS; s++)); do
   seed=$((1337 + s))
-  for init in nepa random; do
+  for init in "${INITS[@]}"; do
     read -r t e <<<"${RESULT[$init,$seed]}"
     printf '%-8s %-10s %8s %8s\n' "$seed" "$init" "$t" "$e"
   done
 done
-for init in nepa random; do
+for init in "${INITS[@]}"; do
   vals=""
   for ((s = 0; s < SEEDS; s++)); do vals+="${RESULT[$init,$((1337 + s))]} "; done
   echo "$vals" | awk -v init="$init" '{

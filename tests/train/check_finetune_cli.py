@@ -7,8 +7,8 @@
    weights); fine-tuning from final_ema/ and from that checkpoint with finetune.init_ema gives the same run, and
    init_ema on an exported folder stops with one line saying what to do instead.
 2. --eval-only on those exports gives exactly the accuracy the training run logged (weights and EMA).
-3. A fine-tuning run stopped by SIGTERM and resumed ends with the same weights, EMA and figures as an
-   uninterrupted run.
+3. A fine-tuning run stopped by SIGTERM after its first evaluation and resumed ends with the same weights, EMA
+   and figures as an uninterrupted run (drop path on: evaluating the EMA must not shift the random draws).
 4. Two data-parallel processes (micro-batch 8 each) end with the weights, EMA and test figures of one process
    with micro-batch 16 (drop path and Mixup off: each process draws its own), the sharded evaluation included.
 
@@ -171,18 +171,19 @@ def main():
     # ---- 3. SIGTERM + resume = uninterrupted ------------------------------------------------------------------
     stopped = os.path.join(work, "stopped")
     args = [finetune, "--config", fcfg, "--init", backbone, "--set", "schedule.max_steps=400",
-            "--set", "finetune.eval_every_epochs=0"]
+            "--set", "finetune.eval_every_epochs=5"]  # 16 steps an epoch: evaluations at steps 80, 160, ...
     run(args + ["--output-dir", os.path.join(work, "whole")])
     p = subprocess.Popen(args + ["--output-dir", stopped], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     metrics = os.path.join(stopped, "metrics.jsonl")
     deadline = time.time() + 120
-    while time.time() < deadline and not (os.path.exists(metrics) and len(open(metrics).readlines()) >= 30):
+    while time.time() < deadline and not (os.path.exists(metrics) and len(open(metrics).readlines()) >= 100):
         time.sleep(0.01)
     p.send_signal(signal.SIGTERM)
     out, _ = p.communicate(timeout=120)
     check(p.returncode == 0, f"SIGTERM: exit {p.returncode}\n{out[-2000:]}")
     steps_done = len([l for l in open(metrics) if '"kind":"train"' in l])
     check(steps_done < 400, "the run finished before the signal")
+    check(len(evals(stopped)) >= 1, "the run stopped before its first evaluation")
     run(args + ["--output-dir", stopped, "--resume", "auto"])
     for d in ("final", "final_ema"):
         a = load_file(os.path.join(work, "whole", d, "model.safetensors"))

@@ -113,6 +113,12 @@ TEST(Trainer, SigtermCheckpointsAndResumeReproducesLossesExactly) {
   auto pa = ref.task->model()->named_parameters();
   for (const auto& p : second.task->model()->named_parameters())
     EXPECT_EQ(test::max_abs_diff(p.value(), pa[p.key()]), 0.0) << p.key();
+  // The EMA (train.ema, on by default) resumes exactly too, and is exported beside the weights.
+  ASSERT_TRUE(c.train.ema);
+  auto ema_ref = load_safetensors((fs::path(c.train.output_dir) / "final_ema" / "model.safetensors").string());
+  auto ema_res = load_safetensors((fs::path(ci.train.output_dir) / "final_ema" / "model.safetensors").string());
+  ASSERT_EQ(ema_ref.size(), pa.size());
+  for (const auto& [name, t] : ema_ref) EXPECT_TRUE(torch::equal(t, ema_res.at(name))) << name;
   // metrics.jsonl describes one run: steps 1..12 once each.
   auto steps = metric_column(fs::path(ci.train.output_dir) / "metrics.jsonl", "step");
   ASSERT_EQ(steps.size(), 12u);
@@ -136,6 +142,22 @@ TEST(Trainer, NonFiniteLossStopsAfterSavingTheLastGoodState) {
   for (const auto& [name, t] : tensors)
     if (t.is_floating_point()) {
       EXPECT_TRUE(torch::isfinite(t).all().item<bool>()) << name;
+    }
+}
+
+TEST(Trainer, NonFiniteGradientNormStopsLikeANonFiniteLoss) {
+  test::TempDir dir;
+  Config c = tiny_train_config(dir.file("run"));
+  auto run = make_tiny_run(c);
+  run.task->inf_grad_at_forward = 4;
+  std::string msg = test::error_of<TrainingDiverged>([&] { train(c, *run.task, *run.loader, {}); });
+  EXPECT_NE(msg.find("the gradient norm is inf at step 4"), std::string::npos) << msg;
+  EXPECT_TRUE(std::isfinite(run.task->losses.back()));  // the loss of that step was fine
+  const std::string ckpt = (fs::path(c.train.output_dir) / "checkpoints" / "step_00000003.safetensors").string();
+  EXPECT_NE(msg.find(ckpt), std::string::npos) << msg;
+  for (const auto& [name, t] : load_safetensors(ckpt))
+    if (t.is_floating_point()) {
+      EXPECT_TRUE(torch::isfinite(t).all().item<bool>()) << name;  // weights, moments and EMA of step 3
     }
 }
 

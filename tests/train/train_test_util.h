@@ -42,7 +42,8 @@ inline Config tiny_train_config(const std::string& output_dir) {
   return c;
 }
 
-// The NEPA task with hooks: records every micro-batch loss, can corrupt a step's loss or raise a signal.
+// The NEPA task with hooks: records every micro-batch loss, can corrupt a step's loss or gradient, or raise a
+// signal.
 class RecordingTask : public NepaPretrainTask {
  public:
   RecordingTask(const Config& c, ViTNepaModel m) : NepaPretrainTask(c, std::move(m), nullptr, nullptr, torch::kCPU) {}
@@ -50,15 +51,28 @@ class RecordingTask : public NepaPretrainTask {
     StepOutput out = NepaPretrainTask::forward(batch);
     ++forwards;
     if (nan_at_forward == forwards) out.loss = out.loss * std::nan("");
+    if (inf_grad_at_forward == forwards) {
+      // A finite loss whose gradient is not: the CLS token's gradient becomes +inf in this backward.
+      torch::Tensor& cls = model()->embeddings->cls_token;
+      hook_ = cls.register_hook([](torch::Tensor g) { return torch::full_like(g, INFINITY); });
+      hooked_ = true;
+    }
     losses.push_back(out.loss.item<double>());
     return out;
   }
   void after_step(int64_t step) override {
     if (signal_after_step == step) std::raise(signal_to_raise);
   }
+  ~RecordingTask() override {
+    if (hooked_) model()->embeddings->cls_token.remove_hook(hook_);
+  }
   std::vector<double> losses;
-  int64_t forwards = 0, nan_at_forward = -1, signal_after_step = -1;
+  int64_t forwards = 0, nan_at_forward = -1, inf_grad_at_forward = -1, signal_after_step = -1;
   int signal_to_raise = SIGTERM;
+
+ private:
+  unsigned hook_ = 0;
+  bool hooked_ = false;
 };
 
 struct TinyRun {
