@@ -25,7 +25,8 @@ std::string message_of(const std::exception& e) {
   return e.what();
 }
 
-std::string failure_key(int rank) { return "nepa/failed/" + std::to_string(rank); }
+// Under the store's prefix (store_prefix: one per torchrun attempt).
+std::string failure_key(int rank) { return "failed/" + std::to_string(rank); }
 
 // No fmt here: this file sees LibTorch's bundled fmt headers, not Debian's (third_party/NOTES.md).
 template <class... Args>
@@ -70,8 +71,12 @@ std::string resolve_backend(const std::string& configured, const torch::Device& 
 
 Comm::Comm() = default;
 
-Comm::Comm(const Launch& launch, const std::string& backend, std::chrono::milliseconds timeout)
-    : impl_(std::make_unique<Impl>()), rank_(launch.rank), world_size_(launch.world_size), backend_(backend) {
+Comm::Comm(const Launch& launch, const std::string& backend, std::chrono::milliseconds timeout, torch::Device device)
+    : impl_(std::make_unique<Impl>()),
+      rank_(launch.rank),
+      world_size_(launch.world_size),
+      backend_(backend),
+      device_(device) {
   const std::string where = launch.master_addr + ":" + std::to_string(launch.master_port);
   try {
     c10d::TCPStoreOptions so;
@@ -82,7 +87,7 @@ Comm::Comm(const Launch& launch, const std::string& backend, std::chrono::millis
     so.timeout = timeout;
     so.multiTenant = true;
     auto tcp = c10::make_intrusive<c10d::TCPStore>(launch.master_addr, so);
-    impl_->store = c10::make_intrusive<c10d::PrefixStore>("nepa/", tcp);
+    impl_->store = c10::make_intrusive<c10d::PrefixStore>(store_prefix(launch), tcp);
   } catch (const std::exception& e) {
     throw DistError(cat("rank ", rank_, " of ", world_size_, ": cannot reach the rendezvous store at ", where,
                         " within ", timeout.count() / 1000, " s: ", message_of(e)));
@@ -99,8 +104,9 @@ Comm::Comm(const Launch& launch, const std::string& backend, std::chrono::millis
       impl_->backend = c10::make_intrusive<c10d::ProcessGroupGloo>(impl_->store, rank_, world_size_, opts);
     } else if (backend == "nccl") {
 #ifdef NEPA_WITH_NCCL
-      device_ = torch::Device(torch::kCUDA, static_cast<c10::DeviceIndex>(launch.local_rank));
-      c10::cuda::set_device(static_cast<c10::DeviceIndex>(launch.local_rank));
+      if (!device_.is_cuda() || !device_.has_index())
+        throw DistError(cat("rank ", rank_, ": the nccl group needs this process's GPU, got ", device_.str()));
+      c10::cuda::set_device(device_.index());
       auto opts = c10d::ProcessGroupNCCL::Options::create();
       opts->timeout = timeout;
       impl_->backend = c10::make_intrusive<c10d::ProcessGroupNCCL>(impl_->store, rank_, world_size_, opts);
@@ -118,9 +124,26 @@ Comm::Comm(const Launch& launch, const std::string& backend, std::chrono::millis
   }
 }
 
-Comm::~Comm() = default;
+Comm::~Comm() {
+  if (!impl_ || !impl_->backend) return;
+  // NCCL's communicators are torn down explicitly (as destroy_process_group does); after a failed collective
+  // a clean shutdown could wait on a peer that is gone, so abort instead.
+  try {
+    if (failed_) impl_->backend->abort();
+    else impl_->backend->shutdown();
+  } catch (...) {
+  }
+}
+
+void Comm::require_on_device(const char* op, const torch::Tensor& tensor) const {
+  if (tensor.device() != device_ || !tensor.is_contiguous())
+    throw DistError(cat("rank ", rank_, ": ", op, " was handed a ", tensor.is_contiguous() ? "" : "non-contiguous ",
+                        "tensor on ", tensor.device().str(), ", but this ", backend_, " group works on contiguous ",
+                        "tensors on ", device_.str()));
+}
 
 void Comm::fail(const std::string& op, const std::string& why) const {
+  failed_ = true;
   std::string reported;
   if (impl_ && impl_->store) {
     for (int r = 0; r < world_size_ && reported.empty(); ++r) {
@@ -140,6 +163,7 @@ void Comm::fail(const std::string& op, const std::string& why) const {
 }
 
 void Comm::report_failure(const std::string& what) noexcept {
+  failed_ = true;  // this rank is leaving on an error: its peers may sit in a collective, so abort on the way out
   if (!impl_ || !impl_->store) return;
   try {
     impl_->store->set(failure_key(rank_), std::vector<uint8_t>(what.begin(), what.end()));
@@ -160,6 +184,7 @@ void Comm::Pending::wait() {
 Comm::Pending Comm::all_reduce_async(const torch::Tensor& tensor) {
   Pending p;
   if (world_size_ == 1) return p;
+  require_on_device("all_reduce", tensor);
   std::vector<at::Tensor> ts{tensor};
   try {
     p.impl_ = std::make_shared<Pending::Impl>();
@@ -171,7 +196,18 @@ Comm::Pending Comm::all_reduce_async(const torch::Tensor& tensor) {
   return p;
 }
 
-void Comm::all_reduce(const torch::Tensor& tensor) { all_reduce_async(tensor).wait(); }
+void Comm::all_reduce(const torch::Tensor& tensor) {
+  if (world_size_ == 1) return;
+  if (tensor.device() == device_ && tensor.is_contiguous()) {
+    all_reduce_async(tensor).wait();
+    return;
+  }
+  torch::Tensor staged = tensor.to(device_).contiguous();
+  if (staged.data_ptr() == tensor.data_ptr()) staged = staged.clone();  // never reduce into the caller's view
+  all_reduce_async(staged).wait();
+  torch::NoGradGuard no_grad;
+  tensor.copy_(staged);
+}
 
 std::vector<double> Comm::all_reduce(const std::vector<double>& values) {
   if (world_size_ == 1 || values.empty()) return values;
@@ -205,6 +241,7 @@ void Comm::broadcast(const std::vector<torch::Tensor>& tensors, int root) {
   if (world_size_ == 1) return;
   c10d::BroadcastOptions opts;
   opts.rootRank = root;
+  for (const auto& t : tensors) require_on_device("broadcast", t);
   try {
     for (const auto& t : tensors) {
       std::vector<at::Tensor> ts{t};
@@ -217,6 +254,14 @@ void Comm::broadcast(const std::vector<torch::Tensor>& tensors, int root) {
 
 void Comm::barrier() {
   if (world_size_ == 1) return;
+  if (backend_ == "nccl") {
+    // ProcessGroupNCCL's barrier guesses the device from the rank; a one-element all-reduce on ours is exact.
+    // The host waits for it: a barrier orders the processes, not only the streams.
+    torch::Tensor one = torch::ones({1}, torch::TensorOptions().dtype(torch::kFloat32).device(device_));
+    all_reduce_async(one).wait();
+    (void)one.item<float>();
+    return;
+  }
   try {
     impl_->backend->barrier()->wait();
   } catch (const std::exception& e) {

@@ -59,6 +59,24 @@ std::string first_slurm_host(const std::string& nodelist) {
   return prefix + first;
 }
 
+std::string store_prefix(const Launch& launch) { return "nepa/" + std::to_string(launch.restart_count) + "/"; }
+
+std::string device_for_rank(const std::string& train_device, const Launch& launch, int cuda_device_count) {
+  if (train_device.rfind("cuda", 0) != 0) return train_device;
+  if (cuda_device_count <= 0)
+    throw DistError("train.device is " + train_device + " but this process sees no CUDA device");
+  if (train_device == "cuda") return "cuda:" + std::to_string(launch.local_rank % cuda_device_count);
+  const int index = std::stoi(train_device.substr(5));
+  if (launch.local_world_size > 1)
+    throw DistError("train.device " + train_device + " with " + std::to_string(launch.local_world_size) +
+                    " processes on this node: all of them would use GPU " + std::to_string(index) +
+                    "; set train.device cuda (each process takes GPU local_rank % device_count)");
+  if (index >= cuda_device_count)
+    throw DistError("train.device " + train_device + " but this process sees " + std::to_string(cuda_device_count) +
+                    " CUDA device(s)");
+  return train_device;
+}
+
 Launch launch_from_env(const DistConfig& config, const Getenv& getenv_in) {
   Getenv getenv = getenv_in ? getenv_in : [](const std::string& name) -> std::optional<std::string> {
     const char* v = std::getenv(name.c_str());
@@ -84,6 +102,7 @@ Launch launch_from_env(const DistConfig& config, const Getenv& getenv_in) {
     l.local_rank = get_int("LOCAL_RANK", 0).value_or(l.rank);
     l.local_world_size = get_int("LOCAL_WORLD_SIZE", 1).value_or(l.world_size);
     l.agent_store = getenv("TORCHELASTIC_USE_AGENT_STORE").value_or("") == "True";
+    l.restart_count = get_int("TORCHELASTIC_RESTART_COUNT", 0).value_or(0);
     if (l.world_size > 1 && !getenv("MASTER_ADDR"))
       throw DistError("launch: RANK/WORLD_SIZE are set but MASTER_ADDR is not (torchrun sets all three)");
   } else if (getenv("SLURM_PROCID") && getenv("SLURM_NTASKS")) {

@@ -47,15 +47,14 @@ Runtime start_runtime(const LoadedConfig& loaded, const std::string& log_file) {
   validate_for_training(cfg, loaded.origins, rt.launch.world_size);
   setup_logging(cfg, rt.launch, log_file);
   rt.threads = configure_threads(cfg.train.threads, rt.launch.local_world_size);
-  std::string device = cfg.train.device;
-  if (device == "cuda" && rt.launch.local_world_size > 1) device = "cuda:" + std::to_string(rt.launch.local_rank);
-  rt.device = parse_device(device);
+  const int gpus = torch::cuda::is_available() ? static_cast<int>(torch::cuda::device_count()) : 0;
+  rt.device = parse_device(dist::device_for_rank(cfg.train.device, rt.launch, gpus));
   if (rt.launch.distributed()) {
     const std::string backend = dist::resolve_backend(cfg.dist.backend, rt.device);
     spdlog::info("joining {} processes ({}, {}) at {}:{}", rt.launch.world_size, backend, rt.launch.launcher,
                  rt.launch.master_addr, rt.launch.master_port);
     rt.comm = std::make_shared<dist::Comm>(rt.launch, backend,
-                                           std::chrono::milliseconds(int64_t{cfg.dist.timeout_s} * 1000));
+                                           std::chrono::milliseconds(int64_t{cfg.dist.timeout_s} * 1000), rt.device);
     g_comm = rt.comm;
   }
   return rt;

@@ -337,10 +337,13 @@ TrainResult train(const Config& cfg, TrainTask& task, DataLoader& loader, const 
     const bool bad_grad = step_values[step_values.size() - 2] > 0;
     const bool stop_agreed = step_values.back() > 0;
     if (!std::isfinite(loss) || bad_grad) {
-      // Parameters, moments and the EMA are still those of the last good step: save them, then stop.
+      // Parameters, moments and the EMA are still those of the last good step: save them, then stop. Every rank
+      // waits for rank 0's checkpoint, as on a signal: a rank that exited at once would have the launcher kill
+      // rank 0 in the middle of writing it.
       optimizer->zero_grad();
       state = before;
       save();
+      comm.barrier();
       throw TrainingDiverged(fmt::format("{} is {} at step {} (epoch {}); the last good state (step {}) is saved in {}",
                                          std::isfinite(loss) ? "the gradient norm" : "loss",
                                          std::isfinite(loss) ? gnorm : loss, state.step + 1, state.epoch, state.step,

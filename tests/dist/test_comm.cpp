@@ -4,44 +4,16 @@
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
-#include <exception>
-#include <functional>
-#include <thread>
-
 #include "nepa/dist/comm.h"
 #include "nepa/dist/grad_sync.h"
 #include "nepa/model/vit_nepa.h"
 #include "nepa/objective/nepa_loss.h"
+#include "dist/run_ranks.h"
 #include "nepa/train/optim.h"
 #include "test_util.h"
 
 namespace nepa::dist {
 namespace {
-
-// Runs body(comm) on `world` threads, one rank each; rethrows the first failure.
-void run_ranks(int world, const std::function<void(Comm&)>& body) {
-  const int port = test::free_port();
-  std::vector<std::exception_ptr> errors(world);
-  std::vector<std::thread> threads;
-  for (int r = 0; r < world; ++r)
-    threads.emplace_back([&, r] {
-      try {
-        Launch l;
-        l.rank = r;
-        l.world_size = world;
-        l.local_rank = r;
-        l.local_world_size = world;
-        l.master_port = port;
-        Comm comm(l, "gloo", std::chrono::seconds(60));
-        body(comm);
-      } catch (...) {
-        errors[r] = std::current_exception();
-      }
-    });
-  for (auto& t : threads) t.join();
-  for (auto& e : errors)
-    if (e) std::rethrow_exception(e);
-}
 
 TEST(Comm, AWorldOfOneDoesNothing) {
   Comm c;
@@ -53,6 +25,28 @@ TEST(Comm, AWorldOfOneDoesNothing) {
   EXPECT_EQ(c.all_reduce(std::vector<double>{1.5, 2}), (std::vector<double>{1.5, 2}));
   EXPECT_TRUE(torch::equal(c.all_gather_rows(t), t));
   c.barrier();
+}
+
+TEST(Comm, TheHotPathRefusesTensorsOffTheGroupsDeviceAndSmallFiguresAreStaged) {
+  run_ranks(2, [](Comm& c) {
+    EXPECT_EQ(c.device(), torch::Device(torch::kCPU));
+    // A tensor on another device than the group's: what ProcessGroupNCCL would get from CPU-side evaluation
+    // code. The check is the same for every backend, so it is testable here with the meta device.
+    const torch::Tensor elsewhere = torch::zeros({4}, torch::TensorOptions().device(torch::kMeta));
+    std::string msg = test::error_of<DistError>([&] { c.all_reduce_async(elsewhere); });
+    EXPECT_NE(msg.find("all_reduce was handed a tensor on meta, but this gloo group works on contiguous tensors "
+                       "on cpu"), std::string::npos) << msg;
+    msg = test::error_of<DistError>([&] { c.broadcast({elsewhere}); });
+    EXPECT_NE(msg.find("broadcast was handed a tensor on meta"), std::string::npos) << msg;
+    // all_reduce of a tensor stages it through the group's device and writes the sum back in place: here a
+    // non-contiguous view (the staging path), which the hot path would refuse.
+    torch::Tensor base = torch::arange(8, torch::kInt64).view({2, 4}) * (c.rank() + 1);
+    torch::Tensor view = base.t();  // non-contiguous
+    EXPECT_THROW(c.all_reduce_async(view), DistError);
+    c.all_reduce(view);
+    EXPECT_TRUE(torch::equal(base, torch::arange(8, torch::kInt64).view({2, 4}) * 3));
+    c.barrier();
+  });
 }
 
 TEST(Comm, CollectivesOnTwoRanks) {

@@ -110,5 +110,42 @@ TEST(Launch, InconsistentVariablesAreNamed) {
   EXPECT_NE(msg.find("MASTER_PORT"), std::string::npos) << msg;
 }
 
+TEST(Launch, EachTorchrunAttemptHasItsOwnStorePrefix) {
+  Launch first = launch_from_env(DistConfig{}, env_of({{"RANK", "0"}, {"WORLD_SIZE", "2"}, {"MASTER_ADDR", "h"}}));
+  EXPECT_EQ(first.restart_count, 0);
+  EXPECT_EQ(store_prefix(first), "nepa/0/");
+  Launch again = launch_from_env(DistConfig{}, env_of({{"RANK", "0"},
+                                                       {"WORLD_SIZE", "2"},
+                                                       {"MASTER_ADDR", "h"},
+                                                       {"TORCHELASTIC_RESTART_COUNT", "3"}}));
+  EXPECT_EQ(again.restart_count, 3);
+  EXPECT_EQ(store_prefix(again), "nepa/3/");
+  EXPECT_THROW(launch_from_env(DistConfig{}, env_of({{"RANK", "0"},
+                                                     {"WORLD_SIZE", "2"},
+                                                     {"MASTER_ADDR", "h"},
+                                                     {"TORCHELASTIC_RESTART_COUNT", "x"}})),
+               DistError);
+}
+
+TEST(Launch, DeviceForRank) {
+  Launch l;
+  l.world_size = 16;
+  l.local_world_size = 8;
+  l.local_rank = 5;
+  EXPECT_EQ(device_for_rank("cpu", l, 0), "cpu");
+  EXPECT_EQ(device_for_rank("cuda", l, 8), "cuda:5");  // torchrun / srun: every process sees the node's 8 GPUs
+  EXPECT_EQ(device_for_rank("cuda", l, 1), "cuda:0");  // --gpus-per-task=1, --gpu-bind, containers: its own GPU
+  EXPECT_EQ(device_for_rank("cuda", l, 4), "cuda:1");  // 8 processes on 4 GPUs: two per GPU
+  std::string msg = test::error_of<DistError>([&] { device_for_rank("cuda:2", l, 8); });
+  EXPECT_NE(msg.find("train.device cuda:2 with 8 processes on this node: all of them would use GPU 2"),
+            std::string::npos) << msg;
+  msg = test::error_of<DistError>([&] { device_for_rank("cuda", l, 0); });
+  EXPECT_NE(msg.find("sees no CUDA device"), std::string::npos) << msg;
+  Launch one;  // a single process per node may name its GPU
+  EXPECT_EQ(device_for_rank("cuda:3", one, 8), "cuda:3");
+  EXPECT_EQ(device_for_rank("cuda", one, 8), "cuda:0");
+  EXPECT_THROW(device_for_rank("cuda:8", one, 8), DistError);
+}
+
 }  // namespace
 }  // namespace nepa::dist

@@ -4,6 +4,7 @@
 #include <filesystem>
 #include <fstream>
 
+#include "dist/run_ranks.h"
 #include "nepa/io/atomic_file.h"
 #include "nepa/io/safetensors.h"
 #include "nepa/train/checkpoint.h"
@@ -159,6 +160,28 @@ TEST(Trainer, NonFiniteGradientNormStopsLikeANonFiniteLoss) {
     if (t.is_floating_point()) {
       EXPECT_TRUE(torch::isfinite(t).all().item<bool>()) << name;  // weights, moments and EMA of step 3
     }
+}
+
+TEST(Trainer, OnDivergenceEveryRankWaitsForRankZerosCheckpoint) {
+  // Two ranks in this process; the NaN comes from rank 1 only, and the loss all-reduce makes it both ranks'.
+  // Rank 0's checkpoint takes a while to write: rank 1 must not leave before it is on disk, or a launcher that
+  // ends the job when the first rank exits would cut rank 0 off mid-write.
+  test::TempDir dir;
+  Config c = tiny_train_config(dir.file("run"));
+  c.model.drop_path_prob = 0.0;  // the ranks' threads share torch's generator
+  c.train.micro_batch = 4;       // x 2 ranks = train.total_batch 8
+  const std::string ckpt = (fs::path(c.train.output_dir) / "checkpoints" / "step_00000002.safetensors").string();
+  std::vector<int> saw_checkpoint(2, -1);
+  dist::run_ranks(2, [&](dist::Comm& comm) {
+    auto run = make_tiny_run(c);
+    if (comm.rank() == 1) run.task->nan_at_forward = 3;
+    if (comm.rank() == 0) run.task->slow_save = std::chrono::milliseconds(1500);
+    const std::string msg = test::error_of<TrainingDiverged>(
+        [&] { train(c, *run.task, *run.loader, TrainOptions{"", to_yaml(c), &comm}); });
+    EXPECT_NE(msg.find("loss is nan at step 3"), std::string::npos) << msg;
+    saw_checkpoint[comm.rank()] = fs::exists(ckpt) ? 1 : 0;
+  });
+  EXPECT_EQ(saw_checkpoint, (std::vector<int>{1, 1}));
 }
 
 TEST(Trainer, ResumeRefusesAnotherBatchOrModelAndAFreshRunRefusesAnOccupiedDirectory) {

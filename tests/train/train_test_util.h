@@ -3,8 +3,10 @@
 
 #include <torch/torch.h>
 
+#include <chrono>
 #include <csignal>
 #include <functional>
+#include <thread>
 #include <memory>
 #include <string>
 #include <vector>
@@ -63,12 +65,17 @@ class RecordingTask : public NepaPretrainTask {
   void after_step(int64_t step) override {
     if (signal_after_step == step) std::raise(signal_to_raise);
   }
+  std::map<std::string, torch::Tensor> extra_state() override {
+    std::this_thread::sleep_for(slow_save);  // a large checkpoint, as far as the other ranks can tell
+    return NepaPretrainTask::extra_state();
+  }
   ~RecordingTask() override {
     if (hooked_) model()->embeddings->cls_token.remove_hook(hook_);
   }
   std::vector<double> losses;
   int64_t forwards = 0, nan_at_forward = -1, inf_grad_at_forward = -1, signal_after_step = -1;
   int signal_to_raise = SIGTERM;
+  std::chrono::milliseconds slow_save{0};
 
  private:
   unsigned hook_ = 0;

@@ -5,6 +5,11 @@
 // Every collective must be called in the same order on every rank (c10d's rule). A failure (a peer that exited,
 // crashed or went silent for dist.timeout_s) surfaces as DistError naming this rank and, when the failing rank
 // managed to say so, that rank and its error.
+//
+// The group works on one device (device()): ProcessGroupNCCL takes tensors on this process's GPU only. The hot
+// path (all_reduce_async, broadcast) requires its tensors there and says so when they are not; the conveniences
+// for small figures (all_reduce of a tensor, of doubles, all_gather_rows) take tensors anywhere and stage them
+// through the group's device, so that evaluation code written on CPU tensors is right on NCCL too.
 #pragma once
 
 #include <torch/types.h>
@@ -23,9 +28,11 @@ class Comm {
   // A world of one.
   Comm();
   // Joins the group: rank 0 serves the TCPStore at launch.master_addr:master_port (unless torchrun's agent
-  // already does), every rank connects, then the `backend` ("gloo" | "nccl") process group is formed.
-  // Blocks until all launch.world_size ranks have joined or `timeout` passes.
-  Comm(const Launch& launch, const std::string& backend, std::chrono::milliseconds timeout);
+  // already does), every rank connects, then the `backend` ("gloo" | "nccl") process group is formed on `device`
+  // (this process's GPU for NCCL, from device_for_rank). Keys live under store_prefix(launch). Blocks until all
+  // launch.world_size ranks have joined or `timeout` passes.
+  Comm(const Launch& launch, const std::string& backend, std::chrono::milliseconds timeout,
+       torch::Device device = torch::kCPU);
   ~Comm();
   Comm(const Comm&) = delete;
   Comm& operator=(const Comm&) = delete;
@@ -34,6 +41,7 @@ class Comm {
   int world_size() const { return world_size_; }
   bool is_main() const { return rank_ == 0; }
   const std::string& backend() const { return backend_; }
+  const torch::Device& device() const { return device_; }
 
   // An all-reduce in flight; wait() blocks until `tensor` holds the sum over ranks.
   class Pending {
@@ -48,28 +56,31 @@ class Comm {
     std::shared_ptr<Impl> impl_;
   };
 
-  // Sum over ranks, in place. `tensor` must be contiguous and on the backend's device.
+  // Sum over ranks, in place. `tensor` must be contiguous and on device() (DistError otherwise).
   Pending all_reduce_async(const torch::Tensor& tensor);
+  // Sum over ranks, in place, for a tensor anywhere (staged through device() when it is elsewhere).
   void all_reduce(const torch::Tensor& tensor);
   // Sum of doubles over ranks (for metrics and flags), through a float64 tensor on the backend's device.
   std::vector<double> all_reduce(const std::vector<double>& values);
   // Every rank's rows (dim 0) concatenated in rank order, on every rank; other dims must agree. CPU tensors.
   torch::Tensor all_gather_rows(const torch::Tensor& local);
-  // Copies `root`'s tensors into every rank's tensors, in place.
+  // Copies `root`'s tensors into every rank's tensors, in place. Contiguous tensors on device().
   void broadcast(const std::vector<torch::Tensor>& tensors, int root = 0);
   void barrier();
 
   // Tells the other ranks why this one is about to exit (best effort, never throws), so that their errors can
-  // name it instead of only "connection closed".
+  // name it instead of only "connection closed". The group is then aborted, not shut down, when destroyed.
   void report_failure(const std::string& what) noexcept;
 
  private:
   [[noreturn]] void fail(const std::string& op, const std::string& why) const;
+  void require_on_device(const char* op, const torch::Tensor& tensor) const;
   struct Impl;
   std::unique_ptr<Impl> impl_;
   int rank_ = 0, world_size_ = 1;
   std::string backend_ = "none";
   torch::Device device_ = torch::kCPU;
+  mutable bool failed_ = false;  // a collective failed: shut down by abort, not by a clean shutdown
 };
 
 // "gloo" or "nccl" for dist.backend ("auto": nccl when the device is CUDA, gloo otherwise). Throws DistError
