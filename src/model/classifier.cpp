@@ -20,10 +20,36 @@ ProbeHeadImpl::ProbeHeadImpl(const std::string& kind, int64_t dim, int64_t heads
   }
 }
 
+torch::Tensor ProbeHeadImpl::normalise(const torch::Tensor& x) {
+  if (!is_training() || !sum_over_ranks_) return norm->forward(x);
+  // SyncBN on features that carry no gradient (the backbone is frozen): the global batch's mean and biased
+  // variance from summed moments normalise; the running statistics move as BatchNorm's (momentum, unbiased).
+  const std::vector<int64_t> dims = x.dim() == 3 ? std::vector<int64_t>{0, 2} : std::vector<int64_t>{0};
+  const torch::Tensor xd = x.detach().to(torch::kFloat64);
+  const int64_t c = x.size(1);
+  torch::Tensor moments = torch::cat({xd.sum(dims), (xd * xd).sum(dims),
+                                      torch::full({1}, static_cast<double>(x.numel() / c), xd.options())});
+  sum_over_ranks_(moments);
+  const double count = moments[2 * c].item<double>();
+  const torch::Tensor mean = moments.narrow(0, 0, c) / count;
+  const torch::Tensor var = (moments.narrow(0, c, c) / count - mean * mean).clamp_min(0.0);
+  const std::vector<int64_t> shape = x.dim() == 3 ? std::vector<int64_t>{1, c, 1} : std::vector<int64_t>{1, c};
+  const double eps = norm->options.eps();
+  torch::Tensor y = (x - mean.to(x.dtype()).view(shape)) / (var.to(x.dtype()).view(shape) + eps).sqrt();
+  {
+    torch::NoGradGuard no_grad;
+    const double m = norm->options.momentum().value_or(0.1);
+    norm->running_mean.mul_(1 - m).add_(mean.to(norm->running_mean.dtype()), m);
+    norm->running_var.mul_(1 - m).add_((var * (count / std::max(count - 1, 1.0))).to(norm->running_var.dtype()), m);
+    norm->num_batches_tracked.add_(1);
+  }
+  return y;
+}
+
 torch::Tensor ProbeHeadImpl::forward(const torch::Tensor& x) {
-  if (kind_ == "linear_probe") return norm->forward(x.mean(1));
+  if (kind_ == "linear_probe") return normalise(x.mean(1));
   const int64_t b = x.size(0), n = x.size(1), d = x.size(2), hd = d / heads_;
-  torch::Tensor t = norm->forward(x.transpose(1, 2)).transpose(1, 2);  // per-channel over batch and tokens
+  torch::Tensor t = normalise(x.transpose(1, 2)).transpose(1, 2);  // per-channel over batch and tokens
   torch::Tensor q = query.expand({b, 1, d}).reshape({b, 1, heads_, hd}).transpose(1, 2);
   torch::Tensor kk = k->forward(t).reshape({b, n, heads_, hd}).transpose(1, 2);
   torch::Tensor vv = v->forward(t).reshape({b, n, heads_, hd}).transpose(1, 2);

@@ -19,6 +19,8 @@ FinetuneTask::FinetuneTask(const Config& config, ViTNepaForImageClassification m
       labels_(std::move(labels)) {
   if (config_.finetune.freeze_embed)
     for (auto& p : model_->vit_nepa->embeddings->patch_embeddings->parameters()) p.set_requires_grad(false);
+  if (model_->probe && comm_ && comm_->world_size() > 1)
+    model_->probe->sync_statistics([comm = comm_](torch::Tensor& t) { comm->all_reduce(t); });
   std::vector<std::pair<std::string, torch::Tensor>> named;
   for (const auto& p : model_->named_parameters()) named.emplace_back(p.key(), p.value());
   llrd_ = llrd_groups(named, model_->vit_nepa->config().num_hidden_layers, config_.optim.weight_decay);

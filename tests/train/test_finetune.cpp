@@ -5,6 +5,7 @@
 #include <filesystem>
 #include <set>
 
+#include "dist/run_ranks.h"
 #include "nepa/eval/classification.h"
 #include "nepa/io/safetensors.h"
 #include "nepa/model/classifier.h"
@@ -279,6 +280,35 @@ TEST(Probes, OnlyTheHeadTrainsAndTheBackboneStaysInEvalMode) {
     for (const auto& k : rep.missing)
       EXPECT_TRUE(k.rfind("probe.", 0) == 0 || k.rfind("classifier.", 0) == 0) << k;
     EXPECT_EQ(head_of(read_classifier_weights(dir.file("run/final"))), head);
+  }
+}
+
+TEST(Probes, SyncedBatchNormOverTwoRanksEqualsOneProcessOnTheWholeBatch) {
+  for (const std::string kind : {"linear_probe", "attentive_probe"}) {
+    SCOPED_TRACE(kind);
+    torch::manual_seed(5);
+    ProbeHead init(kind, 8, 2);
+    const torch::Tensor x = torch::randn({6, 5, 8}) * 3 + 1;
+    auto copy_state = [&](ProbeHead& to) {
+      torch::NoGradGuard no_grad;
+      for (auto& p : to->named_parameters()) p.value().copy_(init->named_parameters()[p.key()]);
+      for (auto& b : to->named_buffers()) b.value().copy_(init->named_buffers()[b.key()]);
+    };
+    ProbeHead whole(kind, 8, 2);
+    copy_state(whole);
+    whole->train();
+    const torch::Tensor want = whole->forward(x).detach();  // one process, the whole batch of 6
+    dist::run_ranks(2, [&](dist::Comm& comm) {
+      ProbeHead half(kind, 8, 2);
+      copy_state(half);
+      half->train();
+      half->sync_statistics([&comm](torch::Tensor& t) { comm.all_reduce(t); });
+      const torch::Tensor got = half->forward(x.narrow(0, 3 * comm.rank(), 3));  // each rank: 3 of the 6
+      EXPECT_LE(test::max_abs_diff(got, want.narrow(0, 3 * comm.rank(), 3)), 1e-5);
+      EXPECT_LE(test::max_abs_diff(half->norm->running_mean, whole->norm->running_mean), 1e-6);
+      EXPECT_LE(test::max_abs_diff(half->norm->running_var, whole->norm->running_var), 1e-6);
+      EXPECT_EQ(half->norm->num_batches_tracked.item<int64_t>(), 1);
+    });
   }
 }
 

@@ -6,6 +6,7 @@
 #include <torch/nn/module.h>
 #include <torch/nn/modules/linear.h>
 
+#include <functional>
 #include <map>
 #include <string>
 
@@ -26,6 +27,10 @@ class ProbeHeadImpl : public torch::nn::Module {
   ProbeHeadImpl(const std::string& kind, int64_t dim, int64_t heads);
   torch::Tensor forward(const torch::Tensor& patch_tokens);  // [B, N, D] -> [B, D]
   const std::string& kind() const { return kind_; }
+  // Data parallel: sums a tensor over the ranks in place. With it, the BatchNorm's training statistics are those
+  // of the global batch (SyncBN), so every rank normalises alike and keeps the same running statistics.
+  using SumOverRanks = std::function<void(torch::Tensor&)>;
+  void sync_statistics(SumOverRanks sum) { sum_over_ranks_ = std::move(sum); }
 
   torch::nn::BatchNorm1d norm{nullptr};
   torch::Tensor query;                            // attentive: [1, 1, D]
@@ -34,6 +39,9 @@ class ProbeHeadImpl : public torch::nn::Module {
  private:
   std::string kind_;
   int64_t heads_;
+  SumOverRanks sum_over_ranks_;
+
+  torch::Tensor normalise(const torch::Tensor& x);  // x [B, C] or [B, C, L]: BatchNorm over all dims but C
 };
 TORCH_MODULE(ProbeHead);
 
