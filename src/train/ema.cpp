@@ -17,9 +17,11 @@ Ema::Ema(const torch::nn::Module& module, double decay) : decay_(decay) {
     names_.push_back(name);
     tracked_.push_back(t);
     shadow_.push_back(t.is_floating_point() ? t.detach().to(torch::kFloat32).clone() : t.detach().clone());
-    if (t.is_floating_point() && t.scalar_type() == torch::kFloat32) {
+    if (t.scalar_type() == torch::kFloat32) {
       float_src_.push_back(t);
       float_dst_.push_back(shadow_.back());
+    } else {
+      others_.push_back(names_.size() - 1);
     }
   }
 }
@@ -33,9 +35,8 @@ void Ema::update(int64_t step) {
   // One launch per op for all float32 tensors (the weights); anything else, one by one.
   at::_foreach_mul_(float_dst_, decay_);
   at::_foreach_add_(float_dst_, float_src_, 1.0 - decay_);
-  for (size_t i = 0; i < shadow_.size(); ++i) {
+  for (size_t i : others_) {
     const torch::Tensor& t = tracked_[i];
-    if (t.is_floating_point() && t.scalar_type() == torch::kFloat32) continue;
     if (t.is_floating_point()) shadow_[i].mul_(decay_).add_(t.to(torch::kFloat32), 1.0 - decay_);
     else shadow_[i].copy_(t);
   }
@@ -43,9 +44,9 @@ void Ema::update(int64_t step) {
 
 void Ema::copy_to(torch::nn::Module& target) const {
   torch::NoGradGuard no_grad;
-  std::map<std::string, torch::Tensor> mine = state();
+  const std::map<std::string, torch::Tensor> mine = state("");
   for (const auto& [name, t] : state_dict(target)) {
-    auto it = mine.find("ema." + name);
+    auto it = mine.find(name);
     if (it == mine.end()) throw std::logic_error("Ema::copy_to: no average for " + name);
     t.copy_(it->second);
   }

@@ -126,6 +126,14 @@ TEST(Trainer, SigtermCheckpointsAndResumeReproducesLossesExactly) {
   for (size_t i = 0; i < 12; ++i) EXPECT_EQ(steps[i], static_cast<double>(i + 1));
 }
 
+// Every floating-point tensor of a checkpoint is finite.
+void expect_all_finite(const std::string& checkpoint) {
+  for (const auto& [name, t] : load_safetensors(checkpoint))
+    if (t.is_floating_point()) {
+      EXPECT_TRUE(torch::isfinite(t).all().item<bool>()) << name;
+    }
+}
+
 TEST(Trainer, NonFiniteLossStopsAfterSavingTheLastGoodState) {
   test::TempDir dir;
   Config c = tiny_train_config(dir.file("run"));
@@ -138,12 +146,7 @@ TEST(Trainer, NonFiniteLossStopsAfterSavingTheLastGoodState) {
   CheckpointContent info = read_checkpoint_info(ckpt);
   EXPECT_EQ(info.state.step, 2);
   EXPECT_EQ(info.state.batch, 2);  // resuming replays the batch of the failed step
-  // The saved weights are finite: the bad step never reached the optimizer.
-  auto tensors = load_safetensors(ckpt);
-  for (const auto& [name, t] : tensors)
-    if (t.is_floating_point()) {
-      EXPECT_TRUE(torch::isfinite(t).all().item<bool>()) << name;
-    }
+  expect_all_finite(ckpt);  // the bad step never reached the optimizer
 }
 
 TEST(Trainer, NonFiniteGradientNormStopsLikeANonFiniteLoss) {
@@ -156,10 +159,7 @@ TEST(Trainer, NonFiniteGradientNormStopsLikeANonFiniteLoss) {
   EXPECT_TRUE(std::isfinite(run.task->losses.back()));  // the loss of that step was fine
   const std::string ckpt = (fs::path(c.train.output_dir) / "checkpoints" / "step_00000003.safetensors").string();
   EXPECT_NE(msg.find(ckpt), std::string::npos) << msg;
-  for (const auto& [name, t] : load_safetensors(ckpt))
-    if (t.is_floating_point()) {
-      EXPECT_TRUE(torch::isfinite(t).all().item<bool>()) << name;  // weights, moments and EMA of step 3
-    }
+  expect_all_finite(ckpt);  // weights, moments and EMA of step 3
 }
 
 TEST(Trainer, OnDivergenceEveryRankWaitsForRankZerosCheckpoint) {

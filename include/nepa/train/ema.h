@@ -33,7 +33,8 @@ class Ema {
   double decay_;
   std::vector<std::string> names_;
   std::vector<torch::Tensor> tracked_, shadow_;      // parallel to names_
-  std::vector<torch::Tensor> float_src_, float_dst_;  // the floating-point pairs, averaged with one foreach call
+  std::vector<torch::Tensor> float_src_, float_dst_;  // the float32 pairs, averaged with one foreach call
+  std::vector<size_t> others_;                         // indices of everything else (other dtypes), one by one
 };
 
 // "EMA of the weights: decay ... (averages over ~N steps)" or "... off": for the start of a run and --dry-run.
