@@ -83,7 +83,6 @@ int run(const LoadedConfig& loaded, const std::string& resume, bool dry_run, boo
     return 0;
   }
 
-  torch::manual_seed(cfg.train.seed);
   auto train_set = make_train_dataset(cfg.data);
   const int64_t classes = cfg.finetune.num_classes > 0 ? cfg.finetune.num_classes : train_set->num_classes();
   if (classes <= 0) throw std::runtime_error("finetune.num_classes is 0 and the training set has no labels");

@@ -40,7 +40,6 @@ int run(const LoadedConfig& loaded, const std::string& resume, bool dry_run) {
     return 0;
   }
   Runtime rt = start_runtime(loaded);
-  torch::manual_seed(cfg.train.seed);
 
   auto train_set = make_train_dataset(cfg.data);
   std::shared_ptr<const Dataset> knn_memory, knn_queries;

@@ -13,8 +13,10 @@
 #include <torch/csrc/distributed/c10d/ProcessGroupNCCL.hpp>
 #endif
 
+#include <algorithm>
 #include <cstdlib>
 #include <sstream>
+#include <thread>
 
 namespace nepa::dist {
 
@@ -27,6 +29,8 @@ std::string message_of(const std::exception& e) {
 
 // Under the store's prefix (store_prefix: one per torchrun attempt).
 std::string failure_key(int rank) { return "failed/" + std::to_string(rank); }
+// How many ranks have reported a failure: one store round trip tells a waiting rank whether to look.
+constexpr const char* kFailureCount = "failed/count";
 
 // No fmt here: this file sees LibTorch's bundled fmt headers, not Debian's (third_party/NOTES.md).
 template <class... Args>
@@ -45,6 +49,7 @@ struct Comm::Impl {
 
 struct Comm::Pending::Impl {
   const Comm* comm = nullptr;
+  const char* op = "";
   c10::intrusive_ptr<c10d::Work> work;
 };
 
@@ -54,6 +59,19 @@ bool nccl_available() {
 #else
   return false;
 #endif
+}
+
+std::vector<std::pair<std::string, std::string>> nccl_env_defaults(
+    const std::function<const char*(const char*)>& getenv) {
+  std::vector<std::pair<std::string, std::string>> set;
+  auto unset = [&](const char* name) {
+    const char* v = getenv(name);
+    return v == nullptr || *v == '\0';
+  };
+  // Its deprecated spelling counts as the user's choice too (ProcessGroupNCCL reads both).
+  if (unset("TORCH_NCCL_ASYNC_ERROR_HANDLING") && unset("NCCL_ASYNC_ERROR_HANDLING"))
+    set.emplace_back("TORCH_NCCL_ASYNC_ERROR_HANDLING", "2");
+  return set;
 }
 
 std::string resolve_backend(const std::string& configured, const torch::Device& device) {
@@ -76,7 +94,8 @@ Comm::Comm(const Launch& launch, const std::string& backend, std::chrono::millis
       rank_(launch.rank),
       world_size_(launch.world_size),
       backend_(backend),
-      device_(device) {
+      device_(device),
+      timeout_(timeout) {
   const std::string where = launch.master_addr + ":" + std::to_string(launch.master_port);
   try {
     c10d::TCPStoreOptions so;
@@ -107,6 +126,9 @@ Comm::Comm(const Launch& launch, const std::string& backend, std::chrono::millis
       if (!device_.is_cuda() || !device_.has_index())
         throw DistError(cat("rank ", rank_, ": the nccl group needs this process's GPU, got ", device_.str()));
       c10::cuda::set_device(device_.index());
+      // Read by ProcessGroupNCCL's constructor; set while this is the only thread that reads the environment.
+      for (const auto& [name, value] : nccl_env_defaults([](const char* n) { return std::getenv(n); }))
+        ::setenv(name.c_str(), value.c_str(), /*overwrite=*/0);
       auto opts = c10d::ProcessGroupNCCL::Options::create();
       opts->timeout = timeout;
       impl_->backend = c10::make_intrusive<c10d::ProcessGroupNCCL>(impl_->store, rank_, world_size_, opts);
@@ -167,18 +189,51 @@ void Comm::report_failure(const std::string& what) noexcept {
   if (!impl_ || !impl_->store) return;
   try {
     impl_->store->set(failure_key(rank_), std::vector<uint8_t>(what.begin(), what.end()));
+    impl_->store->add(kFailureCount, 1);
   } catch (...) {
+  }
+}
+
+void Comm::wait_for(Pending::Impl& p) const {
+  using Clock = std::chrono::steady_clock;
+  const auto start = Clock::now();
+  // A peer's report is looked for once a second: a failed rank ends the others in about a second, and a healthy
+  // wait (gradient buckets: milliseconds) never touches the store.
+  const auto check_every = std::min<std::chrono::milliseconds>(std::chrono::seconds(1), timeout_ / 4);
+  auto next_check = start + check_every;
+  try {
+    for (int polls = 0; !p.work->isCompleted(); ++polls) {
+      const auto now = Clock::now();
+      if (now - start >= timeout_)
+        fail(p.op, cat("no result within dist.timeout_s = ", timeout_.count() / 1000.0, " s"));
+      if (now >= next_check) {
+        int64_t failures = 0;
+        try {
+          failures = impl_->store->add(kFailureCount, 0);
+        } catch (const std::exception& e) {
+          fail(p.op, cat("the rendezvous store stopped answering (it lives in rank 0 or torchrun's agent): ",
+                         message_of(e)));
+        }
+        if (failures > 0) fail(p.op, "a peer stopped with an error");
+        next_check = now + check_every;
+      }
+      // Spin briefly (small collectives finish in microseconds), then sleep in short slices.
+      if (polls < 64) std::this_thread::yield();
+      else std::this_thread::sleep_for(std::chrono::microseconds(50));
+    }
+    // Rethrows the work's error; on NCCL it also makes the current stream wait for the collective.
+    p.work->wait();
+  } catch (const DistError&) {
+    throw;
+  } catch (const std::exception& e) {
+    fail(p.op, message_of(e));
   }
 }
 
 void Comm::Pending::wait() {
   if (!impl_) return;
   auto impl = std::move(impl_);
-  try {
-    impl->work->wait();
-  } catch (const std::exception& e) {
-    impl->comm->fail("all_reduce", message_of(e));
-  }
+  impl->comm->wait_for(*impl);
 }
 
 Comm::Pending Comm::all_reduce_async(const torch::Tensor& tensor) {
@@ -189,6 +244,7 @@ Comm::Pending Comm::all_reduce_async(const torch::Tensor& tensor) {
   try {
     p.impl_ = std::make_shared<Pending::Impl>();
     p.impl_->comm = this;
+    p.impl_->op = "all_reduce";
     p.impl_->work = impl_->backend->allreduce(ts);
   } catch (const std::exception& e) {
     fail("all_reduce", message_of(e));
@@ -242,13 +298,17 @@ void Comm::broadcast(const std::vector<torch::Tensor>& tensors, int root) {
   c10d::BroadcastOptions opts;
   opts.rootRank = root;
   for (const auto& t : tensors) require_on_device("broadcast", t);
-  try {
-    for (const auto& t : tensors) {
-      std::vector<at::Tensor> ts{t};
-      impl_->backend->broadcast(ts, opts)->wait();
+  for (const auto& t : tensors) {
+    std::vector<at::Tensor> ts{t};
+    Pending::Impl p;
+    p.comm = this;
+    p.op = "broadcast";
+    try {
+      p.work = impl_->backend->broadcast(ts, opts);
+    } catch (const std::exception& e) {
+      fail("broadcast", message_of(e));
     }
-  } catch (const std::exception& e) {
-    fail("broadcast", message_of(e));
+    wait_for(p);
   }
 }
 
@@ -262,11 +322,15 @@ void Comm::barrier() {
     (void)one.item<float>();
     return;
   }
+  Pending::Impl p;
+  p.comm = this;
+  p.op = "barrier";
   try {
-    impl_->backend->barrier()->wait();
+    p.work = impl_->backend->barrier();
   } catch (const std::exception& e) {
     fail("barrier", message_of(e));
   }
+  wait_for(p);
 }
 
 }  // namespace nepa::dist

@@ -2,7 +2,6 @@
 
 #include <ATen/Context.h>
 #include <fmt/format.h>
-#include <torch/cuda.h>
 #include <torch/optim/adamw.h>
 
 #include <algorithm>
@@ -56,20 +55,48 @@ CheckpointContent info_from_metadata(const std::map<std::string, std::string>& m
   return c;
 }
 
-std::vector<std::pair<std::string, at::Generator>> generators() {
-  std::vector<std::pair<std::string, at::Generator>> gens = {{"rng.cpu", at::globalContext().defaultGenerator(at::kCPU)}};
-  if (torch::cuda::is_available())
-    for (int64_t i = 0; i < static_cast<int64_t>(torch::cuda::device_count()); ++i)
-      gens.emplace_back(fmt::format("rng.cuda.{}", i),
-                        at::globalContext().defaultGenerator(c10::Device(c10::kCUDA, static_cast<c10::DeviceIndex>(i))));
-  return gens;
+std::string rng_key(int rank, const char* kind) { return fmt::format("rng.{}.{}", rank, kind); }
+
+at::Generator cpu_generator() { return at::globalContext().defaultGenerator(at::kCPU); }
+// The default generator of `device` (no index: the current GPU's).
+at::Generator cuda_generator(const torch::Device& device) {
+  return at::globalContext().defaultGenerator(c10::Device(c10::kCUDA, device.has_index() ? device.index() : -1));
+}
+
+torch::Tensor state_of(at::Generator gen) {
+  std::lock_guard<std::mutex> lock(gen.mutex());
+  return gen.get_state();
+}
+
+void set_state(at::Generator gen, const torch::Tensor& state) {
+  std::lock_guard<std::mutex> lock(gen.mutex());
+  gen.set_state(state);
+}
+
+// Sets this process's generators from `cpu` and, on a GPU, `cuda` (a CPU checkpoint resumed on a GPU leaves the
+// GPU's generator as seeded). Returns whether `cpu` was there.
+bool restore(const std::map<std::string, torch::Tensor>& tensors, const std::string& cpu, const std::string& cuda,
+             const torch::Device& device) {
+  auto c = tensors.find(cpu);
+  if (c == tensors.end()) return false;
+  set_state(cpu_generator(), c->second);
+  if (device.is_cuda())
+    if (auto g = tensors.find(cuda); g != tensors.end()) set_state(cuda_generator(device), g->second);
+  return true;
 }
 
 }  // namespace
 
+std::map<std::string, torch::Tensor> generator_states(int rank, const torch::Device& device) {
+  std::map<std::string, torch::Tensor> states = {{rng_key(rank, "cpu"), state_of(cpu_generator())}};
+  if (device.is_cuda()) states[rng_key(rank, "cuda")] = state_of(cuda_generator(device));
+  return states;
+}
+
 void save_checkpoint(const std::string& path, const torch::nn::Module& model, torch::optim::Optimizer& optimizer,
                      const std::vector<ParamGroup>& groups, const TrainState& state, const std::string& config_yaml,
-                     const std::map<std::string, torch::Tensor>& extra) {
+                     const std::map<std::string, torch::Tensor>& extra,
+                     const std::map<std::string, torch::Tensor>& generators) {
   std::map<std::string, torch::Tensor> tensors = state_dict(model, "model.");
   auto& torch_groups = optimizer.param_groups();
   if (torch_groups.size() != groups.size())
@@ -87,9 +114,9 @@ void save_checkpoint(const std::string& path, const torch::nn::Module& model, to
     }
   }
   for (const auto& [name, t] : extra) tensors["extra." + name] = t;
-  for (auto& [name, gen] : generators()) {
-    std::lock_guard<std::mutex> lock(gen.mutex());
-    tensors[name] = gen.get_state();
+  for (const auto& [name, t] : generators) {
+    if (name.rfind("rng.", 0) != 0) throw CheckpointError(path + ": generator state '" + name + "' is not named rng.*");
+    tensors[name] = t;
   }
   std::map<std::string, std::string> meta = {
       {"format", "pt"},
@@ -114,7 +141,7 @@ CheckpointContent read_checkpoint_info(const std::string& path) {
 }
 
 CheckpointContent load_checkpoint(const std::string& path, torch::nn::Module& model, torch::optim::Optimizer& optimizer,
-                                  const std::vector<ParamGroup>& groups) {
+                                  const std::vector<ParamGroup>& groups, int rank, const torch::Device& device) {
   std::map<std::string, std::string> meta;
   std::map<std::string, torch::Tensor> tensors;
   try {
@@ -167,12 +194,12 @@ CheckpointContent load_checkpoint(const std::string& path, torch::nn::Module& mo
       optimizer.state()[params[i].unsafeGetTensorImpl()] = std::move(st);
     }
   }
-  for (auto& [name, gen] : generators()) {
-    auto it = tensors.find(name);
-    if (it == tensors.end()) continue;  // e.g. a CPU checkpoint resumed on a GPU node: fresh CUDA streams
-    std::lock_guard<std::mutex> lock(gen.mutex());
-    gen.set_state(it->second);
-  }
+  // Checkpoints written before per-rank states hold one set ("rng.cpu", "rng.cuda.<index>"), rank 0's.
+  if (restore(tensors, rng_key(rank, "cpu"), rng_key(rank, "cuda"), device))
+    content.generators = GeneratorRestore::kOwn;
+  else if (restore(tensors, "rng.cpu",
+                   fmt::format("rng.cuda.{}", device.has_index() ? device.index() : c10::DeviceIndex{0}), device))
+    content.generators = GeneratorRestore::kShared;
   return content;
 }
 
@@ -184,10 +211,11 @@ std::string CheckpointDir::path_for_step(int64_t step) const {
 
 std::string CheckpointDir::save(const torch::nn::Module& model, torch::optim::Optimizer& optimizer,
                                 const std::vector<ParamGroup>& groups, const TrainState& state,
-                                const std::string& config_yaml, const std::map<std::string, torch::Tensor>& extra) {
+                                const std::string& config_yaml, const std::map<std::string, torch::Tensor>& extra,
+                                const std::map<std::string, torch::Tensor>& generators) {
   fs::create_directories(dir_);
   std::string path = path_for_step(state.step);
-  save_checkpoint(path, model, optimizer, groups, state, config_yaml, extra);
+  save_checkpoint(path, model, optimizer, groups, state, config_yaml, extra, generators);
   write_text_atomic((fs::path(dir_) / "latest").string(), fs::path(path).filename().string() + "\n");
 
   static const std::regex step_re(R"(step_(\d+)\.safetensors)");

@@ -49,6 +49,10 @@ Runtime start_runtime(const LoadedConfig& loaded, const std::string& log_file) {
   rt.threads = configure_threads(cfg.train.threads, rt.launch.local_world_size);
   const int gpus = torch::cuda::is_available() ? static_cast<int>(torch::cuda::device_count()) : 0;
   rt.device = parse_device(dist::device_for_rank(cfg.train.device, rt.launch, gpus));
+  // The model's randomness (init, drop-path, dropout, RoPE augmentation, masking) differs per rank, or every
+  // replica would draw the same masks for its own samples; init differences do not matter (rank 0's weights are
+  // broadcast). The data order does not come from here: it is global (data/loader).
+  torch::manual_seed(static_cast<uint64_t>(cfg.train.seed) + static_cast<uint64_t>(rt.launch.rank));
   if (rt.launch.distributed()) {
     const std::string backend = dist::resolve_backend(cfg.dist.backend, rt.device);
     spdlog::info("joining {} processes ({}, {}) at {}:{}", rt.launch.world_size, backend, rt.launch.launcher,

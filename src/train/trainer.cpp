@@ -148,6 +148,30 @@ torch::Device parse_device(const std::string& device) {
   return d;
 }
 
+namespace {
+
+// Every rank's generator_states, on every rank. They are the same size on every rank (one device type), so they
+// travel as one row of bytes per rank.
+std::map<std::string, torch::Tensor> gather_generator_states(dist::Comm& comm, const torch::Device& device) {
+  auto local = generator_states(comm.rank(), device);
+  if (comm.world_size() == 1) return local;
+  std::vector<torch::Tensor> parts;
+  for (const auto& [name, t] : local) parts.push_back(t.reshape(-1));
+  const torch::Tensor rows = comm.all_gather_rows(torch::cat(parts).unsqueeze(0));
+  const std::string own = fmt::format("rng.{}.", comm.rank());
+  std::map<std::string, torch::Tensor> all;
+  for (int r = 0; r < comm.world_size(); ++r) {
+    int64_t at = 0;
+    for (const auto& [name, t] : local) {
+      all[fmt::format("rng.{}.{}", r, name.substr(own.size()))] = rows[r].narrow(0, at, t.numel()).clone();
+      at += t.numel();
+    }
+  }
+  return all;
+}
+
+}  // namespace
+
 TrainResult train(const Config& cfg, TrainTask& task, DataLoader& loader, const TrainOptions& options) {
   dist::Comm single;
   dist::Comm& comm = options.comm ? *options.comm : single;
@@ -188,13 +212,15 @@ TrainResult train(const Config& cfg, TrainTask& task, DataLoader& loader, const 
     return extra;
   };
 
+  // The device whose generator this process draws from (the group's GPU in a data-parallel run).
+  const torch::Device device = world_size > 1 ? comm.device() : parse_device(cfg.train.device);
   CheckpointDir checkpoints((run_dir / "checkpoints").string(), cfg.train.keep_last);
   TrainState state;
   TrainResult result;
   result.total_steps = steps;
   if (auto path = resolve_resume(options.resume, run_dir.string())) {
     check_resumable(read_checkpoint_info(*path), cfg, *path);
-    CheckpointContent content = load_checkpoint(*path, task.module(), *optimizer, groups);
+    CheckpointContent content = load_checkpoint(*path, task.module(), *optimizer, groups, comm.rank(), device);
     if (ema) {
       if (!has_prefix(content.extra, "ema."))
         throw CheckpointError(*path + ": the run kept no EMA of its weights (train.ema was off): resume with "
@@ -203,6 +229,11 @@ TrainResult train(const Config& cfg, TrainTask& task, DataLoader& loader, const 
     }
     task.load_extra_state(content.extra);
     state = content.state;
+    if (world_size > 1 && content.generators == GeneratorRestore::kShared)
+      spdlog::warn("{} predates per-rank generator states: this rank continues from rank 0's", *path);
+    else if (content.generators == GeneratorRestore::kNone)
+      spdlog::warn("{} holds no generator state for rank {} (written by {} processes): its random draws start from "
+                   "train.seed + {}", *path, comm.rank(), content.state.world_size, comm.rank());
     result.checkpoint = *path;
     spdlog::info("resumed from {}: step {}, epoch {}, batch {}", *path, state.step, state.epoch, state.batch);
     if (state.world_size == 0) {
@@ -255,11 +286,13 @@ TrainResult train(const Config& cfg, TrainTask& task, DataLoader& loader, const 
                                                         "asynchronous on the GPU)"
                                                       : "");
 
-  // Only rank 0 writes; the others know the file by name (all ranks hold the same state).
+  // Only rank 0 writes; the others know the file by name (all ranks hold the same state but their own
+  // generators, which are gathered: a collective, so every rank calls save() at the same points).
   auto save = [&]() {
+    auto generators = gather_generator_states(comm, device);
     if (main_rank) {
       result.checkpoint = checkpoints.save(task.module(), *optimizer, groups, state, options.config_yaml,
-                                           extra_state());
+                                           extra_state(), generators);
       spdlog::info("checkpoint: {}", result.checkpoint);
     } else {
       result.checkpoint = checkpoints.path_for_step(state.step);

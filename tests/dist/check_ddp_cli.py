@@ -4,10 +4,14 @@
    per-step losses, final weights and their EMA within 1e-6; the same with gradient accumulation (total batch 32).
    Gradient clipping is on at a norm every step exceeds, so this also shows that the ranks clip the averaged
    gradient (clipping each rank's own gradient would give other weights).
-2. A 2-process run stopped by SIGTERM (delivered to both ranks, as torchrun and SLURM do) exits 0 with a
-   checkpoint; resuming it with 2 processes reproduces the uninterrupted 2-process loss curve step for step, and
-   resuming it with 1 process (2 accumulated micro-batches) continues at the same samples (losses of the next
-   20 steps within 1e-5).
+   The model draws nothing at random here (no drop-path, no RoPE rescaling): each rank draws from its own seed
+   (train.seed + rank), so with randomness one process could not equal two.
+2. A 2-process run with drop-path and RoPE rescaling, stopped by SIGTERM (delivered to both ranks, as torchrun
+   and SLURM do), exits 0 with a checkpoint holding each rank's own generator state; resuming it with 2
+   processes reproduces the uninterrupted 2-process loss curve step for step (each rank must get its own
+   generator back). Without randomness, a 2-process checkpoint resumed by 1 process (2 accumulated
+   micro-batches) continues at the same samples (losses of the next 20 steps within 1e-5 of one process run
+   throughout).
 3. A rank killed with SIGKILL mid-run ends the other with a non-zero exit and a message naming its own rank,
    well inside the test's timeout.
 4. A rank that fails with an error (its dataset is missing) is named, with its error, by the other rank.
@@ -38,6 +42,7 @@ model:
   num_attention_heads: 2
   intermediate_size: 64
   drop_path_prob: 0.0
+  pos_embed_rescale: null
 data:
   dataset: synthetic
   synthetic_size: 256
@@ -98,6 +103,24 @@ def compare(a, b, what):
     check(dl <= 1e-6 and dw <= 1e-6, f"{what}: 2 processes differ from 1 process")
 
 
+def stop_2proc(exe, cfg, run, sets):
+    """Starts 2 ranks, sends both SIGTERM after 20 logged steps; returns the step they stopped at."""
+    procs = spawn_ranks(exe, ["--config", cfg, "--output-dir", run] + sets, 2)
+    metrics = os.path.join(run, "metrics.jsonl")
+    deadline = time.time() + 120
+    while time.time() < deadline and not (os.path.exists(metrics) and len(open(metrics).readlines()) >= 20):
+        time.sleep(0.01)
+    for p in procs:
+        p.send_signal(signal.SIGTERM)
+    codes, outs = finish(procs, 120)
+    check(codes == [0, 0], f"SIGTERM: exit codes {codes}\n{outs[0]}")
+    stopped_at = len(losses(run))
+    check(20 <= stopped_at < 300, f"stopped at step {stopped_at}")
+    check(os.path.exists(os.path.join(run, "checkpoints", f"step_{stopped_at:08d}.safetensors")),
+          f"no checkpoint for step {stopped_at}")
+    return stopped_at
+
+
 def main():
     exe, work = sys.argv[1], sys.argv[2]
     shutil.rmtree(work, ignore_errors=True)
@@ -125,60 +148,56 @@ def main():
         check("data parallel: 2 processes (gloo)" in out, "no data-parallel line:\n" + out)
         compare(one, two, f"total batch {total}: 1 x {2 * micro2} vs 2 x {micro2}")
 
-    # ---- 2. SIGTERM to both ranks, then resume with 2 processes ---------------------------------------------
+    # ---- 2. SIGTERM to both ranks, then resume with 2 processes (model randomness on) ---------------------
     long_sets = ["--set", "schedule.max_steps=300", "--set", "train.micro_batch=8"]
+    random_sets = long_sets + ["--set", "model.drop_path_prob=0.2", "--set", "model.pos_embed_rescale=2.0"]
     ref = os.path.join(work, "ref_2proc")
-    codes, outs = finish(spawn_ranks(exe, ["--config", cfg, "--output-dir", ref] + long_sets, 2), 300)
+    codes, outs = finish(spawn_ranks(exe, ["--config", cfg, "--output-dir", ref] + random_sets, 2), 300)
     check(codes == [0, 0], f"reference 2-process run failed: {codes}\n{outs[0]}")
     run = os.path.join(work, "stopped_2proc")
-    procs = spawn_ranks(exe, ["--config", cfg, "--output-dir", run] + long_sets, 2)
-    metrics = os.path.join(run, "metrics.jsonl")
-    deadline = time.time() + 120
-    while time.time() < deadline and not (os.path.exists(metrics) and len(open(metrics).readlines()) >= 20):
-        time.sleep(0.01)
-    for p in procs:
-        p.send_signal(signal.SIGTERM)
-    codes, outs = finish(procs, 120)
-    check(codes == [0, 0], f"SIGTERM: exit codes {codes}\n{outs[0]}")
-    stopped_at = len(losses(run))
-    check(20 <= stopped_at < 300, f"stopped at step {stopped_at}")
-    check(os.path.exists(os.path.join(run, "checkpoints", f"step_{stopped_at:08d}.safetensors")),
-          f"no checkpoint for step {stopped_at}")
-    one = os.path.join(work, "stopped_2proc_resumed_by_1")
-    shutil.copytree(run, one)
-    codes, outs = finish(spawn_ranks(exe, ["--config", cfg, "--output-dir", run, "--resume", "auto"] + long_sets, 2),
-                         300)
+    stopped_at = stop_2proc(exe, cfg, run, random_sets)
+    state = load_file(os.path.join(run, "checkpoints", f"step_{stopped_at:08d}.safetensors"))
+    rng = sorted(k for k in state if k.startswith("rng."))
+    check(rng == ["rng.0.cpu", "rng.1.cpu"], f"generator states in the checkpoint: {rng}")
+    check(not np.array_equal(state["rng.0.cpu"], state["rng.1.cpu"]), "the two ranks hold the same generator state")
+    codes, outs = finish(spawn_ranks(exe, ["--config", cfg, "--output-dir", run, "--resume", "auto"] + random_sets,
+                                     2), 300)
     check(codes == [0, 0], f"resume failed: {codes}\n{outs[0]}")
     a, b = losses(ref), losses(run)
     check(len(a) == len(b) == 300, f"{len(a)} vs {len(b)} steps")
     differ = [i + 1 for i, (x, y) in enumerate(zip(a, b)) if x != y]
     check(not differ, f"resumed 2-process losses differ from the uninterrupted run from step {differ[:1]}")
-    print(f"SIGTERM at step {stopped_at} of 300, resumed: all 300 losses equal the uninterrupted run "
-          f"(final {b[-1]:.6f})")
+    print(f"SIGTERM at step {stopped_at} of 300 with drop-path and RoPE rescaling, resumed: all 300 losses equal "
+          f"the uninterrupted run (final {b[-1]:.6f}); the ranks' generator states differ")
 
-    # ---- 2b. the same checkpoint resumed by ONE process (accumulating 2 micro-batches per step) ----------------
+    # ---- 2b. a 2-process checkpoint resumed by ONE process (accumulating 2 micro-batches per step) -----------
     # The data position is per process, so it must be converted (micro-batch b of 2 = micro-batch 2b of 1); read
     # unconverted, the run would repeat samples and the losses would part from the reference at once.
+    ref1 = os.path.join(work, "ref_1proc")
+    single(exe, cfg, ref1, "schedule.max_steps=300", "train.micro_batch=16")
+    one = os.path.join(work, "stopped_2proc_resumed_by_1")
+    stopped_at = stop_2proc(exe, cfg, one, long_sets)
     r = subprocess.run([exe, "--config", cfg, "--output-dir", one, "--resume", "auto"] + long_sets,
                        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=300)
     check(r.returncode == 0, f"1-process resume of a 2-process checkpoint failed:\n{r.stdout}")
     check("written by 2 processes, this run has 1" in r.stdout, "no position-conversion line:\n" + r.stdout[-2000:])
-    c = losses(one)
+    a, c = losses(ref1), losses(one)
     check(len(c) == 300, f"{len(c)} steps after the 1-process resume")
     # Summation order differs (1 process sums 2 micro-batches, Gloo sums 2 ranks), so the curves drift apart
     # chaotically over hundreds of steps (~1e-4 by step 200); the first 20 steps after the resume stay ~1e-7.
     dl = max(abs(x - y) for x, y in zip(a[stopped_at:stopped_at + 20], c[stopped_at:stopped_at + 20]))
     check(dl <= 1e-5, f"1-process resume of the 2-process run: max |loss diff| {dl:.2e} over the 20 steps after "
           "the resume")
-    print(f"the same checkpoint resumed by 1 process: steps {stopped_at + 1}-{stopped_at + 20} within {dl:.1e} of "
-          "the 2-process run")
+    print(f"a 2-process checkpoint (step {stopped_at}) resumed by 1 process: steps {stopped_at + 1}-{stopped_at + 20} "
+          f"within {dl:.1e} of one process throughout")
 
     # ---- 3. a rank killed mid-run ----------------------------------------------------------------------------
     run = os.path.join(work, "killed")
     procs = spawn_ranks(exe, ["--config", cfg, "--output-dir", run, "--set", "schedule.max_steps=100000",
                               "--set", "train.micro_batch=8"], 2)
     metrics = os.path.join(run, "metrics.jsonl")
-    while time.time() < deadline + 120 and not (os.path.exists(metrics) and len(open(metrics).readlines()) >= 5):
+    deadline = time.time() + 120
+    while time.time() < deadline and not (os.path.exists(metrics) and len(open(metrics).readlines()) >= 5):
         time.sleep(0.01)
     t0 = time.time()
     procs[1].kill()

@@ -3,6 +3,7 @@
 // global generator, so bodies whose results are compared across ranks must not draw from it.
 #pragma once
 
+#include <chrono>
 #include <exception>
 #include <functional>
 #include <thread>
@@ -13,8 +14,9 @@
 
 namespace nepa::dist {
 
-// Runs body(comm) on `world` threads, one rank each; rethrows the first failure.
-inline void run_ranks(int world, const std::function<void(Comm&)>& body) {
+// Runs body(comm) on `world` threads, one rank each (groups formed with `timeout`); rethrows the first failure.
+inline void run_ranks(int world, const std::function<void(Comm&)>& body,
+                      std::chrono::milliseconds timeout = std::chrono::seconds(60)) {
   const int port = test::free_port();
   std::vector<std::exception_ptr> errors(world);
   std::vector<std::thread> threads;
@@ -27,7 +29,7 @@ inline void run_ranks(int world, const std::function<void(Comm&)>& body) {
         l.local_rank = r;
         l.local_world_size = world;
         l.master_port = port;
-        Comm comm(l, "gloo", std::chrono::seconds(60));
+        Comm comm(l, "gloo", timeout);
         body(comm);
       } catch (...) {
         errors[r] = std::current_exception();

@@ -4,6 +4,10 @@
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
+#include <chrono>
+#include <map>
+#include <thread>
+
 #include "nepa/dist/comm.h"
 #include "nepa/dist/grad_sync.h"
 #include "nepa/model/vit_nepa.h"
@@ -191,6 +195,73 @@ TEST(Comm, ARankThatFailsIsNamedByTheOthers) {
   });
   EXPECT_NE(message.find("rank 0 of 2: all_reduce failed"), std::string::npos) << message;
   EXPECT_NE(message.find("rank 1 reported: data: /data/x.jpg unreadable"), std::string::npos) << message;
+}
+
+// The failure path NCCL depends on (a dead NCCL peer never closes anything the others would notice): rank 1
+// reports an error and then stays in the group without joining the collective, so no connection closes, and
+// rank 0 must learn of it from the store within about a second, not when rank 1's group goes away (6 s).
+TEST(Comm, AReportedFailureEndsAPeersWaitWithinSeconds) {
+  std::string message;
+  double waited = 0;
+  run_ranks(2, [&](Comm& c) {
+    if (c.rank() == 1) {
+      c.report_failure("checkpoint: disk full");
+      std::this_thread::sleep_for(std::chrono::seconds(6));
+      return;
+    }
+    const auto t0 = std::chrono::steady_clock::now();
+    message = test::error_of<DistError>([&] { c.all_reduce(torch::ones({1})); });
+    waited = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  });
+  EXPECT_LT(waited, 4.0) << message;
+  EXPECT_NE(message.find("rank 0 of 2: all_reduce failed"), std::string::npos) << message;
+  EXPECT_NE(message.find("rank 1 reported: checkpoint: disk full"), std::string::npos) << message;
+}
+
+// A silent peer (alive, no report, never joining): the wait ends after dist.timeout_s with one line, in every
+// collective (barrier and broadcast wait the same way).
+TEST(Comm, ASilentPeerEndsTheWaitAfterTheTimeout) {
+  for (const std::string op : {"all_reduce", "barrier", "broadcast"}) {
+    SCOPED_TRACE(op);
+    std::string message;
+    double waited = 0;
+    run_ranks(
+        2,
+        [&](Comm& c) {
+          if (c.rank() == 1) {
+            std::this_thread::sleep_for(std::chrono::milliseconds(3500));
+            return;
+          }
+          const auto t0 = std::chrono::steady_clock::now();
+          message = test::error_of<DistError>([&] {
+            if (op == "all_reduce") c.all_reduce(torch::ones({1}));
+            else if (op == "barrier") c.barrier();
+            else c.broadcast({torch::ones({1})});
+          });
+          waited = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+        },
+        std::chrono::milliseconds(1500));
+    EXPECT_GE(waited, 1.4) << message;
+    EXPECT_LT(waited, 3.4) << message;  // before rank 1 leaves (which would close the connections)
+    EXPECT_NE(message.find("rank 0 of 2: " + op + " failed"), std::string::npos) << message;
+  }
+}
+
+TEST(Comm, NcclErrorHandlingAbortsTheCommunicatorUnlessTheUserChose) {
+  std::map<std::string, std::string> env;
+  auto get = [&](const char* n) -> const char* {
+    auto it = env.find(n);
+    return it == env.end() ? nullptr : it->second.c_str();
+  };
+  using Env = std::vector<std::pair<std::string, std::string>>;
+  EXPECT_EQ(nccl_env_defaults(get), (Env{{"TORCH_NCCL_ASYNC_ERROR_HANDLING", "2"}}));
+  env["TORCH_NCCL_ASYNC_ERROR_HANDLING"] = "";  // set but empty: as unset
+  EXPECT_EQ(nccl_env_defaults(get), (Env{{"TORCH_NCCL_ASYNC_ERROR_HANDLING", "2"}}));
+  env["TORCH_NCCL_ASYNC_ERROR_HANDLING"] = "3";
+  EXPECT_TRUE(nccl_env_defaults(get).empty());
+  env.clear();
+  env["NCCL_ASYNC_ERROR_HANDLING"] = "1";  // the deprecated name ProcessGroupNCCL still reads
+  EXPECT_TRUE(nccl_env_defaults(get).empty());
 }
 
 TEST(Comm, BackendChoice) {

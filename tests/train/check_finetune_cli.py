@@ -194,9 +194,11 @@ def main():
     print(f"stopped at step {steps_done} of 400 and resumed: weights, EMA and final figures identical")
 
     # ---- 4. 2 processes x 8 = 1 process x 16 -------------------------------------------------------------------
-    # Drop path and Mixup/CutMix off: each process draws its own masks and mixing weights (as timm's ranks do).
+    # Drop path, RoPE rescaling and Mixup/CutMix off: each process draws its own masks, scales (train.seed + rank)
+    # and mixing weights (as timm's ranks do).
     args = [finetune, "--config", fcfg, "--init", backbone, "--set", "model.drop_path_prob=0.0",
-            "--set", "finetune.mixup_alpha=0", "--set", "finetune.cutmix_alpha=0"]
+            "--set", "model.pos_embed_rescale=null", "--set", "finetune.mixup_alpha=0",
+            "--set", "finetune.cutmix_alpha=0"]
     one_out = run(args + ["--output-dir", os.path.join(work, "one_proc")])
     out = two_processes(args + ["--output-dir", os.path.join(work, "two_proc"), "--set", "train.micro_batch=8"])
     check("data parallel: 2 processes (gloo)" in out, "no data-parallel line:\n" + out[-3000:])

@@ -76,6 +76,46 @@ TEST(Checkpoint, RoundTripRestoresModelOptimizerAndGenerator) {
   for (const auto& p : b.model->named_parameters()) EXPECT_EQ(test::max_abs_diff(p.value(), pa2[p.key()]), 0.0);
 }
 
+// A data-parallel run saves every rank's generators; each rank gets its own back. A checkpoint from fewer
+// processes has none for the extra ranks (left as seeded), and one written before per-rank states gives every
+// rank the single set it holds.
+TEST(Checkpoint, EachRankRestoresItsOwnGenerator) {
+  test::TempDir dir;
+  Trained a = trained(1, 1);
+  std::map<std::string, torch::Tensor> generators;
+  std::vector<torch::Tensor> next_draw;
+  for (int r = 0; r < 2; ++r) {
+    torch::manual_seed(100 + r);
+    generators.merge(generator_states(r, torch::kCPU));
+    next_draw.push_back(torch::rand({4}));
+  }
+  ASSERT_EQ(generators.size(), 2u);
+  ASSERT_EQ(generators.count("rng.1.cpu"), 1u);
+  const std::string path = dir.file("c.safetensors");
+  save_checkpoint(path, *a.model, *a.optim, a.groups, TrainState{1, 0, 1, 8, 2}, "", {}, generators);
+  for (int r = 0; r < 2; ++r) {
+    torch::manual_seed(7);
+    EXPECT_EQ(load_checkpoint(path, *a.model, *a.optim, a.groups, r).generators, GeneratorRestore::kOwn);
+    EXPECT_TRUE(torch::equal(torch::rand({4}), next_draw[r])) << "rank " << r;
+  }
+  torch::manual_seed(7);
+  const torch::Tensor seeded = torch::rand({4});
+  torch::manual_seed(7);
+  EXPECT_EQ(load_checkpoint(path, *a.model, *a.optim, a.groups, 2).generators, GeneratorRestore::kNone);
+  EXPECT_TRUE(torch::equal(torch::rand({4}), seeded)) << "rank 2 has no saved state: its generator is untouched";
+
+  const std::string legacy = dir.file("legacy.safetensors");
+  save_checkpoint(legacy, *a.model, *a.optim, a.groups, TrainState{1, 0, 1, 8, 2}, "", {},
+                  {{"rng.cpu", generators.at("rng.0.cpu")}});
+  torch::manual_seed(7);
+  EXPECT_EQ(load_checkpoint(legacy, *a.model, *a.optim, a.groups, 1).generators, GeneratorRestore::kShared);
+  EXPECT_TRUE(torch::equal(torch::rand({4}), next_draw[0]));
+  EXPECT_NE(test::error_of<CheckpointError>([&] {
+              save_checkpoint(legacy, *a.model, *a.optim, a.groups, TrainState{}, "", {}, {{"gen", seeded}});
+            }).find("generator state 'gen' is not named rng.*"),
+            std::string::npos);
+}
+
 TEST(Checkpoint, ADifferentModelIsRejectedBeforeAnythingChanges) {
   test::TempDir dir;
   Trained a = trained(1, 1);

@@ -6,6 +6,14 @@
 // crashed or went silent for dist.timeout_s) surfaces as DistError naming this rank and, when the failing rank
 // managed to say so, that rank and its error.
 //
+// The host waits for every collective itself, the same way on both backends: it polls the work's completion
+// until dist.timeout_s, and once a second asks the rendezvous store whether a peer has reported a failure. On
+// Gloo a dead peer usually shows at once as a closed connection; on NCCL nothing would ever show (NCCL's wait()
+// only orders streams, and a peer that died leaves the collective spinning on the GPU), so without this a rank
+// that failed would hold the others until the watchdog killed them. NCCL's own error handling is set to abort
+// the communicators without killing the process (nccl_error_handling_env), so that its errors reach this wait
+// and end as the same one-line DistError as on Gloo; the group is then aborted on destruction.
+//
 // The group works on one device (device()): ProcessGroupNCCL takes tensors on this process's GPU only. The hot
 // path (all_reduce_async, broadcast) requires its tensors there and says so when they are not; the conveniences
 // for small figures (all_reduce of a tensor, of doubles, all_gather_rows) take tensors anywhere and stage them
@@ -15,8 +23,10 @@
 #include <torch/types.h>
 
 #include <chrono>
+#include <functional>
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "nepa/dist/launch.h"
@@ -43,7 +53,8 @@ class Comm {
   const std::string& backend() const { return backend_; }
   const torch::Device& device() const { return device_; }
 
-  // An all-reduce in flight; wait() blocks until `tensor` holds the sum over ranks.
+  // A collective in flight; wait() blocks until `tensor` holds the result, or throws DistError (a failed peer,
+  // or no result within dist.timeout_s).
   class Pending {
    public:
     Pending() = default;
@@ -78,8 +89,10 @@ class Comm {
   struct Impl;
   std::unique_ptr<Impl> impl_;
   int rank_ = 0, world_size_ = 1;
+  void wait_for(Pending::Impl& work) const;
   std::string backend_ = "none";
   torch::Device device_ = torch::kCPU;
+  std::chrono::milliseconds timeout_{0};
   mutable bool failed_ = false;  // a collective failed: shut down by abort, not by a clean shutdown
 };
 
@@ -87,5 +100,11 @@ class Comm {
 // for nccl on a CPU device or a backend this LibTorch was built without.
 std::string resolve_backend(const std::string& configured, const torch::Device& device);
 bool nccl_available();
+
+// The variables set before an NCCL group is formed, where the environment (`getenv`) does not set them already:
+// TORCH_NCCL_ASYNC_ERROR_HANDLING=2 (on an NCCL error or a collective past the group's timeout, the watchdog
+// aborts the communicators and fails the work instead of killing the process: the failure then reaches
+// Comm's wait and its one-line report). A mode the user set is kept.
+std::vector<std::pair<std::string, std::string>> nccl_env_defaults(const std::function<const char*(const char*)>& getenv);
 
 }  // namespace nepa::dist

@@ -1,7 +1,7 @@
 // Training checkpoints: one safetensors file per save holding everything a run needs to continue exactly —
 // model tensors ("model.*"), AdamW moments and step counts ("optim.<group>.<index>.*"), task extras such as an
-// EMA ("extra.*"), the torch generator states ("rng.*") — with the position (step, epoch, batch) and the
-// effective config in the metadata. Python can open it with `safetensors.torch.load_file`.
+// EMA ("extra.*"), every rank's torch generator states ("rng.<rank>.cpu", "rng.<rank>.cuda") — with the
+// position (step, epoch, batch) and the effective config in the metadata. Python can open it with `safetensors.torch.load_file`.
 // Files are written atomically (temp, fsync, rename), then the `latest` pointer is replaced the same way, so
 // a run killed at any moment leaves the previous checkpoint and a pointer to it.
 #pragma once
@@ -35,21 +35,38 @@ struct TrainState {
   int64_t world_size = 1;  // processes of the run that wrote it; 0 = not recorded (written before it was)
 };
 
+// How load_checkpoint set this process's generators.
+enum class GeneratorRestore {
+  kOwn,     // from this rank's own saved states
+  kShared,  // from the one set of states a checkpoint written before per-rank states holds ("rng.cpu")
+  kNone,    // the checkpoint holds none for this rank (written by fewer processes): left as they were
+};
+
 struct CheckpointContent {
   TrainState state;
+  GeneratorRestore generators = GeneratorRestore::kNone;
   std::string config_yaml;                      // effective config of the run that wrote it
   std::map<std::string, torch::Tensor> extra;   // task extras, names without the "extra." prefix
 };
 
-// Writes `path` atomically. `groups` must be the groups the optimizer was built from (same order).
+// This process's generator states under the names of `rank`: "rng.<rank>.cpu", and "rng.<rank>.cuda" (the
+// generator of `device`, the current GPU when it has no index) when `device` is a GPU.
+std::map<std::string, torch::Tensor> generator_states(int rank, const torch::Device& device);
+
+// Writes `path` atomically. `groups` must be the groups the optimizer was built from (same order). `generators`:
+// every rank's generator_states (a data-parallel run gathers them to rank 0); by default this process's, as
+// rank 0 on the CPU.
 void save_checkpoint(const std::string& path, const torch::nn::Module& model, torch::optim::Optimizer& optimizer,
                      const std::vector<ParamGroup>& groups, const TrainState& state, const std::string& config_yaml,
-                     const std::map<std::string, torch::Tensor>& extra = {});
+                     const std::map<std::string, torch::Tensor>& extra = {},
+                     const std::map<std::string, torch::Tensor>& generators = generator_states(0, torch::kCPU));
 
-// Restores model tensors, optimizer state and generator states in place. Any mismatch (missing tensor, shape,
-// group layout) throws CheckpointError naming the file and the tensor before anything is modified.
+// Restores model tensors, optimizer state and the generator states of `rank` (its CPU generator and that of
+// `device` when it is a GPU) in place. Any mismatch (missing tensor, shape, group layout) throws CheckpointError
+// naming the file and the tensor before anything is modified.
 CheckpointContent load_checkpoint(const std::string& path, torch::nn::Module& model, torch::optim::Optimizer& optimizer,
-                                  const std::vector<ParamGroup>& groups);
+                                  const std::vector<ParamGroup>& groups, int rank = 0,
+                                  const torch::Device& device = torch::kCPU);
 
 // The metadata only (position and config), without touching any model.
 CheckpointContent read_checkpoint_info(const std::string& path);
@@ -61,10 +78,12 @@ class CheckpointDir {
   CheckpointDir(std::string dir, int keep_last);
   const std::string& dir() const { return dir_; }
   std::string path_for_step(int64_t step) const;
-  // Saves, points `latest` at it, removes older step files beyond keep_last and stale temp files.
+  // Saves (as save_checkpoint), points `latest` at it, removes older step files beyond keep_last and stale temp
+  // files.
   std::string save(const torch::nn::Module& model, torch::optim::Optimizer& optimizer,
                    const std::vector<ParamGroup>& groups, const TrainState& state, const std::string& config_yaml,
-                   const std::map<std::string, torch::Tensor>& extra = {});
+                   const std::map<std::string, torch::Tensor>& extra = {},
+                   const std::map<std::string, torch::Tensor>& generators = generator_states(0, torch::kCPU));
   // The checkpoint `latest` names (if it exists), else the highest-step file, else nothing.
   std::optional<std::string> latest() const;
 

@@ -32,8 +32,8 @@ struct Runtime {
 
 // Rank 0 logs to the console and to <train.output_dir>/<log_file>; the other ranks log warnings and errors only,
 // each line prefixed with its rank. train.device "cuda" becomes cuda:(LOCAL_RANK % visible GPUs)
-// (dist::device_for_rank); train.threads 0 splits this node's cores among its processes. Throws ConfigError,
-// DistError.
+// (dist::device_for_rank); train.threads 0 splits this node's cores among its processes; torch's generators are
+// seeded with train.seed + rank. Throws ConfigError, DistError.
 Runtime start_runtime(const LoadedConfig& loaded, const std::string& log_file = "train.log");
 
 // The run every training executable makes once its task and loader exist: rank 0 saves the effective config as
