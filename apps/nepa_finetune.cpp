@@ -3,13 +3,14 @@
 //   nepa_finetune --config configs/finetune/vitb.yaml --set data.root=... --eval-only --weights nepa-base-patch14-224-sft
 // Multi-process as nepa_pretrain (torchrun --no-python / srun). Exit codes: 0 done or stopped by a signal,
 // 2 config error, 3 diverged, 1 other errors.
-#include <CLI/CLI.hpp>
+#include <fmt/ranges.h>
 #include <spdlog/spdlog.h>
 #include <torch/torch.h>
 
 #include <filesystem>
 #include <iostream>
 
+#include "app_cli.h"
 #include "nepa/config/config.h"
 #include "nepa/config/hf_config.h"
 #include "nepa/data/dataset.h"
@@ -89,9 +90,18 @@ int run(const LoadedConfig& loaded, const std::string& resume, bool dry_run, boo
   ViTNepaForImageClassification model(cfg.model, classes, cfg.finetune.head, cfg.finetune.probe_blocks);
   model->init_head(cfg.finetune.head_init);
   if (!cfg.finetune.init.empty()) {
-    LoadReport report = load_classifier_init(model, cfg.finetune.init, cfg.finetune.init_ema);
-    spdlog::info("initialised from {}{}{}", cfg.finetune.init, cfg.finetune.init_ema ? " (its EMA weights)" : "",
-                 report.ok() ? "" : ":\n" + report.summary());
+    ClassifierInit init =
+        load_classifier_init(model, cfg.finetune.init, cfg.finetune.init_ema, cfg.finetune.allow_missing);
+    spdlog::info("initialised from {}{}", cfg.finetune.init, cfg.finetune.init_ema ? " (its EMA weights)" : "");
+    auto list = [](const std::vector<std::string>& names) { return fmt::format("{}", fmt::join(names, ", ")); };
+    if (!init.expected_new.empty())
+      spdlog::warn("new, not in finetune.init ({}): {}", init.expected_new.size(), list(init.expected_new));
+    if (!init.missing_backbone.empty())
+      spdlog::warn("finetune.allow_missing: {} backbone tensors train from random init: {}",
+                   init.missing_backbone.size(), list(init.missing_backbone));
+    if (!init.report.unexpected.empty())
+      spdlog::warn("finetune.init tensors this model does not use ({}): {}", init.report.unexpected.size(),
+                   list(init.report.unexpected));
   } else {
     spdlog::info("no finetune.init: training from random init");
   }
@@ -117,21 +127,17 @@ int run(const LoadedConfig& loaded, const std::string& resume, bool dry_run, boo
 }  // namespace
 
 int main(int argc, char** argv) {
-  CLI::App app{"nepa_finetune: fine-tune and evaluate NEPA classifiers"};
-  std::string config_path, resume, output_dir, init, weights;
-  std::vector<std::string> sets;
-  bool dry_run = false, eval_only = false;
-  app.add_option("--config", config_path, "experiment YAML (configs/finetune/*.yaml)")->required();
-  app.add_option("--set", sets, "override a key, e.g. --set data.root=/data/imagenet (repeatable)");
+  CLI::App app{"nepa_finetune: fine-tune and evaluate NEPA classifiers", "nepa_finetune"};
+  RunOptions o;
+  std::string init, weights;
+  bool eval_only = false;
+  add_run_options(app, o, "configs/finetune/*.yaml");
   app.add_option("--init", init, "weights to start from (same as --set finetune.init=PATH)");
-  app.add_option("--resume", resume, "auto (latest checkpoint of the run directory, if any) or a checkpoint path");
-  app.add_option("--output-dir", output_dir, "run directory (overrides train.output_dir)");
   app.add_flag("--eval-only", eval_only, "evaluate --weights on data.eval_split and exit");
   app.add_option("--weights", weights, "--eval-only: an HF classification folder or a nepa_finetune checkpoint");
-  app.add_flag("--dry-run", dry_run, "print the effective config and the model size, then exit");
-  CLI11_PARSE(app, argc, argv);
-  if (!output_dir.empty()) sets.push_back("train.output_dir=" + output_dir);
+  if (auto code = parse_command_line(app, argc, argv)) return *code;
+  std::vector<std::string> sets = o.overrides();
   if (!init.empty()) sets.push_back("finetune.init=" + init);
   spdlog::set_pattern("[%Y-%m-%d %H:%M:%S] %^%l%$ %v");
-  return guarded_main([&] { return run(load_config(config_path, sets), resume, dry_run, eval_only, weights); });
+  return guarded_main([&] { return run(load_config(o.config_path, sets), o.resume, o.dry_run, eval_only, weights); });
 }

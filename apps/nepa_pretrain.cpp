@@ -2,13 +2,13 @@
 //   nepa_pretrain --config configs/pretrain/vitb.yaml --set data.root=/data/imagenet [--resume auto]
 // Multi-process: torchrun --no-python --nproc_per_node N nepa_pretrain ..., or srun (one task per GPU).
 // Exit codes: 0 done or stopped by a signal (checkpoint written), 2 config error, 3 diverged, 1 other errors.
-#include <CLI/CLI.hpp>
 #include <spdlog/spdlog.h>
 #include <torch/torch.h>
 
 #include <filesystem>
 #include <iostream>
 
+#include "app_cli.h"
 #include "nepa/config/config.h"
 #include "nepa/data/dataset.h"
 #include "nepa/data/loader.h"
@@ -77,17 +77,10 @@ int run(const LoadedConfig& loaded, const std::string& resume, bool dry_run) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  CLI::App app{"nepa_pretrain: Next-Embedding Predictive Autoregression pretraining"};
-  std::string config_path, resume, output_dir;
-  std::vector<std::string> sets;
-  bool dry_run = false;
-  app.add_option("--config", config_path, "experiment YAML (configs/pretrain/*.yaml)")->required();
-  app.add_option("--set", sets, "override a key, e.g. --set data.root=/data/imagenet (repeatable)");
-  app.add_option("--resume", resume, "auto (latest checkpoint of the run directory, if any) or a checkpoint path");
-  app.add_option("--output-dir", output_dir, "run directory (overrides train.output_dir)");
-  app.add_flag("--dry-run", dry_run, "print the effective config and the model size, then exit");
-  CLI11_PARSE(app, argc, argv);
-  if (!output_dir.empty()) sets.push_back("train.output_dir=" + output_dir);
+  CLI::App app{"nepa_pretrain: Next-Embedding Predictive Autoregression pretraining", "nepa_pretrain"};
+  RunOptions o;
+  add_run_options(app, o, "configs/pretrain/*.yaml");
+  if (auto code = parse_command_line(app, argc, argv)) return *code;
   spdlog::set_pattern("[%Y-%m-%d %H:%M:%S] %^%l%$ %v");
-  return guarded_main([&] { return run(load_config(config_path, sets), resume, dry_run); });
+  return guarded_main([&] { return run(load_config(o.config_path, o.overrides()), o.resume, o.dry_run); });
 }

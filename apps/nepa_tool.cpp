@@ -1,12 +1,12 @@
 // nepa_tool: checkpoint inspection, reference forward passes, config printing and fresh initialisation.
 // Wiring only: everything it does lives in the nepa library.
-#include <CLI/CLI.hpp>
 #include <spdlog/spdlog.h>
 #include <torch/torch.h>
 
 #include <filesystem>
 #include <iostream>
 
+#include "app_cli.h"
 #include "nepa/config/config.h"
 #include "nepa/config/hf_config.h"
 #include "nepa/io/hf_checkpoint.h"
@@ -74,7 +74,8 @@ int init(const Config& cfg, const std::string& output) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  CLI::App app{"nepa_tool: inspect checkpoints, run reference forwards, print configs, initialise backbones"};
+  CLI::App app{"nepa_tool: inspect checkpoints, run reference forwards, print configs, initialise backbones",
+               "nepa_tool"};
   app.require_subcommand(1);
 
   std::string info_path;
@@ -100,7 +101,7 @@ int main(int argc, char** argv) {
     c->add_option("--set", sets, "override, e.g. --set model.num_hidden_layers=6 (repeatable)");
   }
 
-  CLI11_PARSE(app, argc, argv);
+  if (auto code = parse_command_line(app, argc, argv)) return *code;
   spdlog::set_pattern("[%H:%M:%S] %v");
   try {
     if (*info_cmd) return info(info_path);

@@ -1,5 +1,6 @@
-# Debian's -dev packages: yaml-cpp, spdlog (built against Debian's fmt 9), OpenCV, CLI11, zlib.
+# Debian's -dev packages: yaml-cpp, nlohmann-json, spdlog (built against Debian's fmt 9), OpenCV, CLI11, zlib.
 find_package(yaml-cpp REQUIRED)
+find_package(nlohmann_json 3 REQUIRED)  # JSON: safetensors headers, config.json (YAML stays for configs)
 find_package(spdlog REQUIRED)
 find_package(fmt REQUIRED)
 find_package(OpenCV REQUIRED COMPONENTS core imgproc imgcodecs)

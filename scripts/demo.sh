@@ -8,7 +8,8 @@ set -euo pipefail
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 bash "$REPO/scripts/setup.sh"
 cd "$REPO"
-BIN="${NEPA_BUILD:-$REPO/build}/apps"
+SUFFIX=""; [ "${NEPA_CUDA:-13}" = 12 ] && SUFFIX="-cu12"  # as scripts/setup.sh
+BIN="${NEPA_BUILD:-$REPO/build$SUFFIX}/apps"
 RUN="runs/fmnist_tiny-$(date +%Y%m%d-%H%M%S)"
 # Two single-threaded processes are ~20 % faster than one process with two threads on a 2-core machine, and
 # give the same weights as one process with micro-batch 128 (to float rounding).

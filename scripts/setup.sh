@@ -2,19 +2,29 @@
 # Sets up a fresh Debian 12 machine (as root) or re-checks an existing one, then configures and builds.
 # Idempotent: a second run installs nothing and only re-runs the (ccached, incremental) build.
 #
-#   NEPA_VENV     Python environment for LibTorch + test fixtures (default ~/.cache/nepa/venv, outside the checkout)
-#   NEPA_BUILD    build directory (default <repo>/build)
+#   NEPA_VENV     Python environment for LibTorch + test fixtures (default ~/.cache/nepa/venv, outside the checkout;
+#                 ~/.cache/nepa/venv-cu12 with NEPA_CUDA=12)
+#   NEPA_BUILD    build directory (default <repo>/build; <repo>/build-cu12 with NEPA_CUDA=12)
+#   NEPA_CUDA     13 (default): torch 2.11.0, whose wheel is built for CUDA 13.0 (NVIDIA driver >= 580);
+#                 12: torch 2.10.0, the last wheel built for CUDA 12.8 (driver >= 525 through CUDA's minor-version
+#                 compatibility, >= 570 for the 12.8 driver itself). The code builds against both.
 #   Torch_DIR     use your own LibTorch 2.x instead of the torch wheel (the venv then gets numpy/safetensors only,
 #                 and the parity tests, which need torch in Python, are not registered)
 set -euo pipefail
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-NEPA_VENV="${NEPA_VENV:-$HOME/.cache/nepa/venv}"
-NEPA_BUILD="${NEPA_BUILD:-$REPO/build}"
+# NEPA_CUDA=12 keeps its own environment and build tree, so that switching never mixes two LibTorch builds.
+SUFFIX=""; [ "${NEPA_CUDA:-13}" = 12 ] && SUFFIX="-cu12"
+NEPA_VENV="${NEPA_VENV:-$HOME/.cache/nepa/venv$SUFFIX}"
+NEPA_BUILD="${NEPA_BUILD:-$REPO/build$SUFFIX}"
 # torch 2.11.0 is the first PyPI wheel built against CUDA 13.0, the toolkit installed here; its LibTorch
-# therefore configures with this nvcc and links the same CUDA runtime major.
-TORCH_VERSION="2.11.0"
-TORCHVISION_VERSION="0.26.0"  # the torchvision built against torch 2.11.0
+# therefore configures with this nvcc and links the same CUDA runtime major. Clusters whose driver predates
+# R580 cannot run CUDA 13: NEPA_CUDA=12 takes torch 2.10.0 (CUDA 12.8) instead.
+case "${NEPA_CUDA:-13}" in
+  13) TORCH_VERSION="2.11.0"; TORCHVISION_VERSION="0.26.0" ;;  # torchvision built against that torch
+  12) TORCH_VERSION="2.10.0"; TORCHVISION_VERSION="0.25.0" ;;
+  *) echo "[setup] NEPA_CUDA must be 12 or 13, got '${NEPA_CUDA}'" >&2; exit 2 ;;
+esac
 PILLOW_VERSION="13.0.0"
 PY_PACKAGES=("numpy==2.4.6" "safetensors==0.8.0")
 
@@ -22,7 +32,8 @@ log() { echo "[setup] $*"; }
 
 # ---- 1. Debian packages ---------------------------------------------------------------------------------
 APT_PACKAGES=(build-essential cmake ninja-build ccache pkg-config python3-venv zlib1g-dev
-              libopencv-dev libjpeg-dev libgloo-dev libyaml-cpp-dev libspdlog-dev libfmt-dev libcli11-dev libgtest-dev libgmock-dev
+              libopencv-dev libjpeg-dev libgloo-dev libyaml-cpp-dev nlohmann-json3-dev libspdlog-dev libfmt-dev libcli11-dev
+              libgtest-dev libgmock-dev
               dataset-fashion-mnist)
 missing=()
 for p in "${APT_PACKAGES[@]}"; do

@@ -4,9 +4,12 @@
 
 #include <yaml-cpp/yaml.h>
 
+#include <cerrno>
 #include <cmath>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <regex>
 #include <sstream>
 
@@ -60,16 +63,43 @@ void merge(YAML::Node dst, const YAML::Node& src, const std::string& prefix, con
   }
 }
 
-YAML::Node parse_yaml(const std::string& text, const std::string& name) {
+// yaml-cpp keeps both entries of a repeated key and the merge would let the second win silently: refuse it,
+// naming both lines (a config with `train:` twice is a pasting mistake, never a wish).
+void reject_duplicate_keys(const YAML::Node& node, const std::string& name, const std::string& prefix) {
+  if (node.IsSequence()) {
+    for (const auto& item : node) reject_duplicate_keys(item, name, prefix);
+    return;
+  }
+  if (!node.IsMap()) return;
+  std::map<std::string, int> line_of;
+  for (const auto& kv : node) {
+    const std::string key = kv.first.Scalar();
+    const std::string path = prefix.empty() ? key : prefix + "." + key;
+    const int line = kv.first.Mark().line + 1;
+    auto [it, fresh] = line_of.emplace(key, line);
+    if (!fresh)
+      fail(name, path, "duplicate key (lines " + std::to_string(it->second) + " and " + std::to_string(line) + ")");
+    reject_duplicate_keys(kv.second, name, path);
+  }
+}
+
+// A mapping of sections. An empty document is an error where `what` is a file: a config file that sets nothing
+// (empty, or only comments) is never the config that was meant.
+YAML::Node parse_yaml(const std::string& text, const std::string& name, bool allow_empty) {
+  YAML::Node n;
   try {
-    YAML::Node n = YAML::Load(text);
-    if (n.IsNull()) return YAML::Node(YAML::NodeType::Map);
-    if (!n.IsMap()) throw ConfigError("config error: " + name + ": the top level must be a mapping of sections");
-    return n;
+    n = YAML::Load(text);
   } catch (const YAML::Exception& e) {
     throw ConfigError("config error: " + name + ": YAML syntax error at line " + std::to_string(e.mark.line + 1) +
                       ", column " + std::to_string(e.mark.column + 1) + ": " + e.msg);
   }
+  if (n.IsNull()) {
+    if (!allow_empty) throw ConfigError("config error: " + name + ": the file sets nothing (empty or only comments)");
+    return YAML::Node(YAML::NodeType::Map);
+  }
+  if (!n.IsMap()) throw ConfigError("config error: " + name + ": the top level must be a mapping of sections");
+  reject_duplicate_keys(n, name, "");
+  return n;
 }
 
 // Loads a file and its `base:` chain into `tree`, bases first.
@@ -78,11 +108,18 @@ void load_tree(const fs::path& path, YAML::Node& tree, ConfigOrigins& origins, s
   fs::path canonical = fs::weakly_canonical(path, ec);
   for (const auto& p : chain)
     if (p == canonical) throw ConfigError("config error: " + path.string() + ": base: inheritance cycle");
+  // A directory would read as an empty stream: say what it is instead of training the defaults.
+  const fs::file_status st = fs::status(path, ec);
+  if (!fs::exists(st)) throw ConfigError("config error: " + path.string() + ": no such file");
+  if (!fs::is_regular_file(st))
+    throw ConfigError("config error: " + path.string() + ": not a regular file (" +
+                      (fs::is_directory(st) ? "a directory" : "not a plain file") + "); a config is one YAML file");
   std::ifstream in(path);
-  if (!in) throw ConfigError("config error: " + path.string() + ": cannot open file");
+  if (!in) throw ConfigError("config error: " + path.string() + ": cannot open file: " + std::strerror(errno));
   std::stringstream ss;
   ss << in.rdbuf();
-  YAML::Node node = parse_yaml(ss.str(), path.string());
+  if (in.bad()) throw ConfigError("config error: " + path.string() + ": read failed: " + std::strerror(errno));
+  YAML::Node node = parse_yaml(ss.str(), path.string(), /*allow_empty=*/false);
   chain.push_back(canonical);
   const YAML::Node& cnode = node;
   if (YAML::Node base = cnode["base"]) {
@@ -109,6 +146,7 @@ void apply_override(YAML::Node tree, const std::string& item, ConfigOrigins& ori
   } catch (const YAML::Exception& e) {
     fail(origin, path, "cannot parse value '" + text + "': " + e.msg);
   }
+  reject_duplicate_keys(value, origin, path);
   std::vector<std::string> parts;
   std::stringstream ps(path);
   for (std::string part; std::getline(ps, part, '.');) parts.push_back(part);
@@ -120,8 +158,11 @@ void apply_override(YAML::Node tree, const std::string& item, ConfigOrigins& ori
     const YAML::Node& cnode = node;
     if (!cnode[parts[i]]) {
       node[parts[i]] = YAML::Node(YAML::NodeType::Map);
+      origins[walked] = origin;  // a section this --set creates is its own (e.g. an unknown one)
     } else if (!cnode[parts[i]].IsMap()) {
-      fail(origin, walked, "is not a section");
+      // The offending text is where the non-mapping value was written, not in this --set.
+      fail(origin_of(origins, walked), walked,
+           "expected a mapping of keys, got " + scalar_text(cnode[parts[i]]) + " (" + origin + " sets a key in it)");
     }
     YAML::Node next = node[parts[i]];
     node.reset(next);
@@ -378,7 +419,7 @@ LoadedConfig load_config_from_string(const std::string& yaml, const std::string&
                                      const std::vector<std::string>& overrides) {
   YAML::Node tree(YAML::NodeType::Map);
   ConfigOrigins origins;
-  YAML::Node node = parse_yaml(yaml, name);
+  YAML::Node node = parse_yaml(yaml, name, /*allow_empty=*/true);
   const YAML::Node& cnode = node;
   if (cnode["base"]) fail(name, "base", "inheritance needs a file (relative paths resolve against it)");
   merge(tree, node, "", name, origins);

@@ -1,5 +1,6 @@
 #include "nepa/config/hf_config.h"
 
+#include <nlohmann/json.hpp>
 #include <yaml-cpp/yaml.h>
 
 #include <algorithm>
@@ -37,17 +38,40 @@ struct JsonFields {
   }
 };
 
+// The parsed JSON as a YAML node, for the field decoders the YAML configs use (one set of type and range
+// checks). Numbers keep their JSON text.
+YAML::Node to_yaml_node(const nlohmann::json& j) {
+  switch (j.type()) {
+    case nlohmann::json::value_t::object: {
+      YAML::Node n(YAML::NodeType::Map);
+      for (const auto& [k, v] : j.items()) n[k] = to_yaml_node(v);
+      return n;
+    }
+    case nlohmann::json::value_t::array: {
+      YAML::Node n(YAML::NodeType::Sequence);
+      for (const auto& v : j) n.push_back(to_yaml_node(v));
+      return n;
+    }
+    case nlohmann::json::value_t::string:
+      return YAML::Node(j.get<std::string>());
+    case nlohmann::json::value_t::null:
+      return YAML::Node(YAML::NodeType::Null);
+    default:  // numbers and booleans
+      return YAML::Node(j.dump());
+  }
+}
+
 }  // namespace
 
 HfModelConfig parse_hf_config(const std::string& json_text, const std::string& name) {
-  YAML::Node root;
+  nlohmann::json json;
   try {
-    root = YAML::Load(json_text);
-  } catch (const YAML::Exception& e) {
-    throw ConfigError("config error: " + name + ": not valid JSON at line " + std::to_string(e.mark.line + 1) +
-                      ": " + e.msg);
+    json = nlohmann::json::parse(json_text);
+  } catch (const nlohmann::json::parse_error& e) {
+    throw ConfigError("config error: " + name + ": not valid JSON: " + e.what());
   }
-  if (!root.IsMap()) throw ConfigError("config error: " + name + ": expected a JSON object");
+  if (!json.is_object()) throw ConfigError("config error: " + name + ": expected a JSON object");
+  YAML::Node root = to_yaml_node(json);
 
   HfModelConfig out;
   const YAML::Node& croot = root;

@@ -56,7 +56,8 @@ void write_file_atomic(const std::string& path, const std::function<void(std::FI
 
 void write_text_atomic(const std::string& path, const std::string& text) {
   write_file_atomic(path, [&](std::FILE* f) {
-    if (std::fwrite(text.data(), 1, text.size(), f) != text.size()) throw std::runtime_error("cannot write " + path);
+    if (std::fwrite(text.data(), 1, text.size(), f) != text.size())
+      throw std::runtime_error("cannot write " + path + ": " + std::strerror(errno));
   });
 }
 

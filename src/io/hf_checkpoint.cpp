@@ -75,10 +75,17 @@ LoadedModel load_hf_model(const std::string& model_path, const std::string& weig
   out.model = ViTNepaModel(out.config.model);
   if (!weights.empty()) {
     out.weights_path = weights;
-  } else if (fs::is_directory(p) && fs::exists(p / "model.safetensors")) {
+  } else if (fs::is_directory(p)) {
     out.weights_path = (p / "model.safetensors").string();
+  } else {
+    throw std::runtime_error(model_path + ": a config.json alone has no weights: pass the weights file too (a "
+                             "random backbone is nepa_tool init)");
   }
-  if (!out.weights_path.empty()) out.report = load_backbone_weights(out.model, out.weights_path, strict);
+  // Given weights must load: a missing file is an error here, never a random backbone.
+  if (!fs::is_regular_file(out.weights_path))
+    throw std::runtime_error(out.weights_path + ": no such weights file" +
+                             (weights.empty() ? " in the model folder " + model_path : std::string()));
+  out.report = load_backbone_weights(out.model, out.weights_path, strict);
   out.model->eval();
   return out;
 }

@@ -1,10 +1,10 @@
 #include "nepa/io/safetensors.h"
 
-#include <yaml-cpp/yaml.h>
-
+#include <nlohmann/json.hpp>
 #include <torch/torch.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <cstdio>
 #include <cstring>
 #include <memory>
@@ -45,21 +45,14 @@ using File = std::unique_ptr<std::FILE, FileCloser>;
   throw SafetensorsError("safetensors: " + path + ": " + what);
 }
 
-uint64_t as_u64(const YAML::Node& n, const std::string& path, const std::string& what) {
-  if (n.IsScalar()) {
-    const std::string& s = n.Scalar();
-    if (!s.empty() && s.size() <= 20 && std::all_of(s.begin(), s.end(), [](char c) { return c >= '0' && c <= '9'; })) {
-      try {
-        return std::stoull(s);
-      } catch (...) {
-      }
-    }
-  }
-  bad(path, what + " must be a non-negative integer");
+using Json = nlohmann::json;
+
+uint64_t as_u64(const Json& n, const std::string& path, const std::string& what) {
+  if (!n.is_number_unsigned()) bad(path, what + " must be a non-negative integer");
+  return n.get<uint64_t>();
 }
 
-SafetensorsHeader parse_entries(const std::string& path, const YAML::Node& root, uint64_t data_start,
-                                uint64_t data_size);
+SafetensorsHeader parse_entries(const std::string& path, const Json& root, uint64_t data_start, uint64_t data_size);
 
 }  // namespace
 
@@ -91,45 +84,39 @@ SafetensorsHeader read_safetensors_header(const std::string& path) {
   std::size_t first = text.find_first_not_of(" \t\r\n");
   if (first == std::string::npos || text[first] != '{') bad(path, "header is not a JSON object");
 
-  YAML::Node root;
+  // Strict JSON, as Python's safetensors reads it (a YAML-ish `{format: pt}` is not a header).
+  Json root;
   try {
-    root = YAML::Load(text);
-  } catch (const YAML::Exception& e) {
-    bad(path, "header is not valid JSON: " + e.msg);
+    root = Json::parse(text);
+  } catch (const Json::parse_error& e) {
+    bad(path, std::string("header is not valid JSON: ") + e.what());
   }
-  if (!root.IsMap()) bad(path, "header is not a JSON object");
-
-  try {
-    return parse_entries(path, root, 8 + n, file_size - 8 - n);
-  } catch (const YAML::Exception& e) {
-    bad(path, "malformed header: " + e.msg);
-  }
+  if (!root.is_object()) bad(path, "header is not a JSON object");
+  return parse_entries(path, root, 8 + n, file_size - 8 - n);
 }
 
 namespace {
-SafetensorsHeader parse_entries(const std::string& path, const YAML::Node& root, uint64_t data_start,
-                                uint64_t data_size) {
+SafetensorsHeader parse_entries(const std::string& path, const Json& root, uint64_t data_start, uint64_t data_size) {
   SafetensorsHeader h;
   h.data_start = data_start;
-  for (const auto& kv : root) {
-    std::string name = kv.first.as<std::string>();
-    const YAML::Node& e = kv.second;
+  for (const auto& [name, e] : root.items()) {
     if (name == "__metadata__") {
-      if (!e.IsMap()) bad(path, "__metadata__ must be an object of strings");
-      for (const auto& m : e) {
-        if (!m.second.IsScalar()) bad(path, "__metadata__ value of '" + m.first.as<std::string>() + "' is not a string");
-        h.metadata[m.first.as<std::string>()] = m.second.Scalar();
+      if (!e.is_object()) bad(path, "__metadata__ must be an object of strings");
+      for (const auto& [key, value] : e.items()) {
+        if (!value.is_string()) bad(path, "__metadata__ value of '" + key + "' is not a string");
+        h.metadata[key] = value.get<std::string>();
       }
       continue;
     }
     std::string where = "tensor '" + name + "'";
-    if (!e.IsMap()) bad(path, where + " is not an object");
-    YAML::Node dtype = e["dtype"], shape = e["shape"], offsets = e["data_offsets"];
-    if (!dtype || !dtype.IsScalar()) bad(path, where + " has no dtype");
-    const DtypeInfo* info = find_dtype(dtype.Scalar());
-    if (!info) bad(path, where + " has unknown dtype '" + dtype.Scalar() + "'");
-    if (!shape || !shape.IsSequence()) bad(path, where + " has no shape list");
-    if (!offsets || !offsets.IsSequence() || offsets.size() != 2) bad(path, where + " needs data_offsets [begin, end]");
+    if (!e.is_object()) bad(path, where + " is not an object");
+    auto member = [&](const char* key) { return e.contains(key) ? e.at(key) : Json(); };
+    const Json dtype = member("dtype"), shape = member("shape"), offsets = member("data_offsets");
+    if (!dtype.is_string()) bad(path, where + " has no dtype");
+    const DtypeInfo* info = find_dtype(dtype.get<std::string>());
+    if (!info) bad(path, where + " has unknown dtype '" + dtype.get<std::string>() + "'");
+    if (!shape.is_array()) bad(path, where + " has no shape list");
+    if (!offsets.is_array() || offsets.size() != 2) bad(path, where + " needs data_offsets [begin, end]");
     SafetensorsEntry entry;
     entry.name = name;
     entry.dtype = info->name;
@@ -189,59 +176,34 @@ std::map<std::string, torch::Tensor> load_safetensors(const std::string& path,
 
 void save_safetensors(const std::string& path, const std::map<std::string, torch::Tensor>& tensors,
                       const std::map<std::string, std::string>& metadata) {
-  auto json_string = [](const std::string& s) {
-    std::string o = "\"";
-    for (char c : s) {
-      if (c == '"' || c == '\\') o += '\\';
-      if (static_cast<unsigned char>(c) < 0x20) {
-        char buf[8];
-        std::snprintf(buf, sizeof buf, "\\u%04x", c);
-        o += buf;
-        continue;
-      }
-      o += c;
-    }
-    return o + "\"";
-  };
-
   std::vector<torch::Tensor> data;
-  std::string header = "{";
-  if (!metadata.empty()) {
-    header += "\"__metadata__\":{";
-    bool first = true;
-    for (const auto& [k, v] : metadata) {
-      header += (first ? "" : ",") + json_string(k) + ":" + json_string(v);
-      first = false;
-    }
-    header += "}";
-  }
+  Json header = Json::object();
+  if (!metadata.empty()) header["__metadata__"] = metadata;
   uint64_t offset = 0;
   for (const auto& [name, tensor] : tensors) {
     if (name == "__metadata__") throw SafetensorsError("safetensors: " + path + ": '__metadata__' is reserved");
     torch::Tensor t = tensor.detach().to(torch::kCPU).contiguous();
-    std::string dtype = safetensors_dtype_name(t.scalar_type());
-    uint64_t bytes = t.numel() * t.element_size();
-    std::string shape;
-    for (int64_t i = 0; i < t.dim(); ++i) shape += (i ? "," : "") + std::to_string(t.size(i));
-    if (header.size() > 1) header += ",";
-    header += json_string(name) + ":{\"dtype\":\"" + dtype + "\",\"shape\":[" + shape + "],\"data_offsets\":[" +
-              std::to_string(offset) + "," + std::to_string(offset + bytes) + "]}";
+    const uint64_t bytes = t.numel() * t.element_size();
+    header[name] = {{"dtype", safetensors_dtype_name(t.scalar_type())},
+                    {"shape", t.sizes().vec()},
+                    {"data_offsets", {offset, offset + bytes}}};
     offset += bytes;
     data.push_back(std::move(t));
   }
-  header += "}";
-  header.append((8 - header.size() % 8) % 8, ' ');  // data section starts 8-byte aligned
+  std::string text = header.dump();
+  text.append((8 - text.size() % 8) % 8, ' ');  // data section starts 8-byte aligned
 
   write_file_atomic(path, [&](std::FILE* f) {
-    uint64_t n = header.size();
+    errno = 0;
+    uint64_t n = text.size();
     unsigned char len_bytes[8];
     for (int i = 0; i < 8; ++i) len_bytes[i] = static_cast<unsigned char>((n >> (8 * i)) & 0xff);
-    bool ok = std::fwrite(len_bytes, 1, 8, f) == 8 && std::fwrite(header.data(), 1, n, f) == n;
+    bool ok = std::fwrite(len_bytes, 1, 8, f) == 8 && std::fwrite(text.data(), 1, n, f) == n;
     for (const auto& t : data) {
       std::size_t bytes = t.numel() * t.element_size();
       ok = ok && (bytes == 0 || std::fwrite(t.data_ptr(), 1, bytes, f) == bytes);
     }
-    if (!ok) throw SafetensorsError("safetensors: " + path + ": write failed");
+    if (!ok) throw SafetensorsError("safetensors: " + path + ": write failed: " + std::strerror(errno));
   });
 }
 

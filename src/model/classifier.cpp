@@ -1,5 +1,6 @@
 #include "nepa/model/classifier.h"
 
+#include <fmt/format.h>
 #include <torch/torch.h>
 
 #include <filesystem>
@@ -157,11 +158,36 @@ std::map<std::string, torch::Tensor> read_classifier_weights(const std::string& 
   return out;
 }
 
-LoadReport load_classifier_init(ViTNepaForImageClassification& model, const std::string& path, bool ema) {
-  LoadReport report = load_state_dict(*model, read_classifier_weights(path, ema), /*strict=*/false, path);
-  if (!report.mismatched.empty())
-    throw std::runtime_error(path + ": tensors do not fit the model:\n" + report.summary());
-  return report;
+ClassifierInit load_classifier_init(ViTNepaForImageClassification& model, const std::string& path, bool ema,
+                                    bool allow_missing) {
+  const auto tensors = read_classifier_weights(path, ema);
+  // Check before loading: nothing changes in the model when the file does not fit.
+  bool source_has_qk_norm_weights = false;
+  for (const auto& [k, v] : tensors)
+    if (k.find(".q_norm.") != std::string::npos || k.find(".k_norm.") != std::string::npos)
+      source_has_qk_norm_weights = true;
+  ClassifierInit init;
+  int64_t backbone_total = 0;
+  for (const auto& [k, v] : state_dict(*model)) {
+    const bool backbone = k.rfind(kBackbonePrefix, 0) == 0;
+    backbone_total += backbone;
+    if (tensors.count(k)) continue;
+    const bool qk_norm = k.find(".q_norm.") != std::string::npos || k.find(".k_norm.") != std::string::npos;
+    if (!backbone || (qk_norm && !source_has_qk_norm_weights)) init.expected_new.push_back(k);
+    else init.missing_backbone.push_back(k);
+  }
+  if (!init.missing_backbone.empty() && !allow_missing) {
+    std::string first;
+    for (size_t i = 0; i < init.missing_backbone.size() && i < 3; ++i) first += (i ? ", " : "") + init.missing_backbone[i];
+    throw std::runtime_error(fmt::format(
+        "finetune.init: {} lacks {} of the {} backbone tensors this model needs (first: {}{}): another architecture "
+        "than model.* describes, or not a NEPA backbone; finetune.allow_missing: true trains them from random init",
+        path, init.missing_backbone.size(), backbone_total, first, init.missing_backbone.size() > 3 ? ", ..." : ""));
+  }
+  init.report = load_state_dict(*model, tensors, /*strict=*/false, path);
+  if (!init.report.mismatched.empty())
+    throw std::runtime_error(path + ": tensors do not fit the model:\n" + init.report.summary());
+  return init;
 }
 
 void save_hf_classifier(const std::string& dir, ViTNepaForImageClassification& model,

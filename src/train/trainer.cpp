@@ -3,12 +3,16 @@
 #include <ATen/autocast_mode.h>
 #include <ATen/Parallel.h>
 #include <fmt/format.h>
+#include <nlohmann/json.hpp>
 #include <sched.h>
 #include <spdlog/spdlog.h>
 #include <torch/torch.h>
 
 #include <chrono>
 #include <cmath>
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <thread>
@@ -54,37 +58,53 @@ std::string format_duration(double seconds) {
 }
 
 // metrics.jsonl: one JSON object per line. On resume, lines past the checkpoint's step (written by the run that
-// was interrupted after it) are dropped so the file describes one consistent run.
+// was interrupted after it) are dropped so the file describes one consistent run. A file that cannot be opened
+// stops the run at start, a write that fails (a full disk) stops it there, naming the path and the system's
+// reason: a run whose metrics silently stopped would look fine for days.
 class MetricsLog {
  public:
-  MetricsLog(const fs::path& path, bool enabled, int64_t resume_step) : enabled_(enabled) {
-    if (!enabled_) return;
+  MetricsLog(const fs::path& path, bool enabled, int64_t resume_step) : path_(path.string()) {
+    if (!enabled) return;
     if (resume_step >= 0 && fs::exists(path)) {
       std::ifstream in(path);
+      if (!in) fail("cannot open");
       std::string line, kept;
       while (std::getline(in, line)) {
-        auto pos = line.find("\"step\":");
-        if (pos != std::string::npos && std::stoll(line.substr(pos + 7)) > resume_step) continue;
+        // A line cut short by a kill is not JSON: dropped with the lines past the checkpoint.
+        const auto row = nlohmann::json::parse(line, nullptr, /*allow_exceptions=*/false);
+        if (!row.is_object() || !row.contains("step") || !row["step"].is_number_integer() ||
+            row["step"].get<int64_t>() > resume_step)
+          continue;
         kept += line + "\n";
       }
-      write_text_atomic(path.string(), kept);
-    } else if (resume_step < 0) {
-      std::ofstream(path, std::ios::trunc);
+      write_text_atomic(path_, kept);
     }
-    out_.open(path, std::ios::app);
+    errno = 0;
+    file_ = std::fopen(path_.c_str(), resume_step < 0 ? "w" : "a");
+    if (!file_) fail("cannot open for writing");
   }
+  ~MetricsLog() {
+    if (file_) std::fclose(file_);
+  }
+  MetricsLog(const MetricsLog&) = delete;
+  MetricsLog& operator=(const MetricsLog&) = delete;
+
   void write(const std::string& kind, int64_t step, const std::vector<std::pair<std::string, double>>& values) {
-    if (!enabled_) return;
+    if (!file_) return;
     std::string line = fmt::format("{{\"kind\":\"{}\",\"step\":{}", kind, step);
     for (const auto& [k, v] : values)
       line += std::isfinite(v) ? fmt::format(",\"{}\":{:.8g}", k, v) : fmt::format(",\"{}\":null", k);
-    out_ << line << "}\n";
-    out_.flush();
+    line += "}\n";
+    errno = 0;
+    if (std::fwrite(line.data(), 1, line.size(), file_) != line.size() || std::fflush(file_) != 0) fail("write failed");
   }
 
  private:
-  bool enabled_;
-  std::ofstream out_;
+  [[noreturn]] void fail(const char* what) const {
+    throw std::runtime_error(fmt::format("{}: {}: {}", path_, what, errno ? std::strerror(errno) : "unknown error"));
+  }
+  std::string path_;
+  std::FILE* file_ = nullptr;
 };
 
 // What may change between a run and its resumption: the length (schedule), logging, checkpoint cadence, data

@@ -10,9 +10,8 @@ using namespace nepa;
 using nepa::test::error_of;
 using nepa::test::TempDir;
 
-TEST(Config, EmptyFileGivesDefaults) {
-  TempDir d;
-  Config c = load_config(d.write("empty.yaml", "")).config;
+TEST(Config, AnEmptyDocumentGivesDefaults) {
+  Config c = load_config_from_string("", "empty").config;
   EXPECT_EQ(c.model.hidden_size, 768);
   EXPECT_EQ(c.model.num_hidden_layers, 12);
   EXPECT_TRUE(c.objective.shift);
@@ -123,7 +122,20 @@ TEST(Config, ImpossibleValuesNameKeyAndFile) {
 TEST(Config, FileProblems) {
   TempDir d;
   EXPECT_EQ(error_of<ConfigError>([&] { load_config(d.file("missing.yaml")); }),
-            "config error: " + d.file("missing.yaml") + ": cannot open file");
+            "config error: " + d.file("missing.yaml") + ": no such file");
+  // A directory reads as an empty stream and an empty file sets nothing: either would train the defaults (a
+  // ViT-B at batch 4096) instead of what was meant.
+  d.write("configs/x.yaml", "model:\n  hidden_size: 64\n");
+  EXPECT_EQ(error_of<ConfigError>([&] { load_config(d.file("configs")); }),
+            "config error: " + d.file("configs") + ": not a regular file (a directory); a config is one YAML file");
+  for (const char* text : {"", "# only a comment\n", "\n\n"}) {
+    const std::string e = d.write("empty.yaml", text);
+    EXPECT_EQ(error_of<ConfigError>([&] { load_config(e); }),
+              "config error: " + e + ": the file sets nothing (empty or only comments)");
+  }
+  const std::string eb = d.write("empty_base.yaml", "base: empty.yaml\nmodel:\n  hidden_size: 64\n");
+  EXPECT_EQ(error_of<ConfigError>([&] { load_config(eb); }),
+            "config error: " + d.file("empty.yaml") + ": the file sets nothing (empty or only comments)");
   std::string a = d.write("a.yaml", "base: b.yaml\n");
   d.write("b.yaml", "base: a.yaml\n");
   EXPECT_NE(error_of<ConfigError>([&] { load_config(a); }).find("base: inheritance cycle"), std::string::npos);
@@ -131,6 +143,34 @@ TEST(Config, FileProblems) {
   EXPECT_NE(error_of<ConfigError>([&] { load_config(c); }).find("c.yaml: base: file not found"), std::string::npos);
   std::string s = d.write("s.yaml", "model:\n  hidden_size: [1, 2\n");
   EXPECT_NE(error_of<ConfigError>([&] { load_config(s); }).find("s.yaml: YAML syntax error at line"), std::string::npos);
+}
+
+// yaml-cpp keeps both entries of a repeated key; the merge would let the second win.
+TEST(Config, DuplicateKeysAreRefusedWithBothLines) {
+  TempDir d;
+  const std::string f = d.write("dup.yaml", "train:\n  total_batch: 64\nmodel:\n  hidden_size: 64\n"
+                                            "train:\n  total_batch: 128\n");
+  EXPECT_EQ(error_of<ConfigError>([&] { load_config(f); }),
+            "config error: " + f + ": train: duplicate key (lines 1 and 5)");
+  const std::string g = d.write("dup2.yaml", "model:\n  hidden_size: 64\n  num_hidden_layers: 2\n  hidden_size: 32\n");
+  EXPECT_EQ(error_of<ConfigError>([&] { load_config(g); }),
+            "config error: " + g + ": model.hidden_size: duplicate key (lines 2 and 4)");
+  EXPECT_EQ(error_of<ConfigError>([&] { load_config_from_string("optim:\n  betas: [0.9, 0.95]\noptim: {}\n", "s"); }),
+            "config error: s: optim: duplicate key (lines 1 and 3)");
+}
+
+// The message names the file or --set that holds the offending text.
+TEST(Config, ErrorsNameTheSourceOfTheOffendingText) {
+  TempDir d;
+  const std::string f = d.write("f.yaml", "model:\n  hidden_size: 64\n");
+  EXPECT_EQ(error_of<ConfigError>([&] { load_config(f, {"nosuch.key=1"}); }),
+            "config error: --set nosuch.key=1: nosuch: unknown section");
+  const std::string t = d.write("t.yaml", "train: 5\n");
+  EXPECT_EQ(error_of<ConfigError>([&] { load_config(t, {"train.output_dir=runs/x"}); }),
+            "config error: " + t + ": train: expected a mapping of keys, got '5' (--set train.output_dir=runs/x sets a "
+            "key in it)");
+  EXPECT_EQ(error_of<ConfigError>([&] { load_config(f, {"train.x={a: 1, a: 2}"}); }),
+            "config error: --set train.x={a: 1, a: 2}: train.x.a: duplicate key (lines 1 and 1)");
 }
 
 TEST(Config, EffectiveConfigRoundTripsExactly) {

@@ -81,6 +81,12 @@ TEST(HfConfig, Errors) {
             "config error: c.json: hidden_size: 770 is not divisible by num_attention_heads 12");
   EXPECT_EQ(error_of<ConfigError>([] { parse_hf_config("[1, 2]", "c.json"); }),
             "config error: c.json: expected a JSON object");
+  // Strict JSON (transformers reads config.json with Python's json): YAML flow syntax, comments and trailing
+  // commas are refused.
+  for (const char* not_json : {"{hidden_size: 768}", "{\"hidden_size\": 768,}", "{\"hidden_size\": 768} // c"}) {
+    EXPECT_EQ(error_of<ConfigError>([&] { parse_hf_config(not_json, "c.json"); }).rfind("config error: c.json: not valid JSON: ", 0),
+              0u) << not_json;
+  }
   HfModelConfig odd = parse_hf_config("{\"hidden_size\": 768, \"some_future_key\": 1}", "c.json");
   EXPECT_EQ(odd.ignored_keys, std::vector<std::string>{"some_future_key"});
 }

@@ -30,6 +30,22 @@ TEST(HfCheckpoint, SaveThenLoadStrictIsExact) {
   EXPECT_FALSE(raw.count("embeddings.cls_token"));
 }
 
+// Weights that were asked for must load: a folder without model.safetensors, a config.json alone or a missing
+// --weights file is an error, never a random backbone.
+TEST(HfCheckpoint, MissingWeightsAreAnErrorNotARandomModel) {
+  TempDir d;
+  ViTNepaModel a(tiny());
+  save_hf_model(d.file("m"), a, HfModelConfig{tiny(), {}, {}, {}});
+  std::filesystem::remove(d.file("m/model.safetensors"));
+  EXPECT_EQ(test::error_of<std::runtime_error>([&] { load_hf_model(d.file("m")); }),
+            d.file("m/model.safetensors") + ": no such weights file in the model folder " + d.file("m"));
+  EXPECT_NE(test::error_of<std::runtime_error>([&] { load_hf_model(d.file("m/config.json")); })
+                .find("m/config.json: a config.json alone has no weights"),
+            std::string::npos);
+  EXPECT_EQ(test::error_of<std::runtime_error>([&] { load_hf_model(d.file("m"), d.file("nope.safetensors")); }),
+            d.file("nope.safetensors") + ": no such weights file");
+}
+
 TEST(HfCheckpoint, StrictLoadNamesEveryProblem) {
   TempDir d;
   ViTNepaModel m(tiny());

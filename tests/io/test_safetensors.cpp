@@ -88,6 +88,21 @@ TEST(Safetensors, RejectsMalformedHeaders) {
             std::string::npos);
   // Every message names the file.
   EXPECT_NE(load_error(d, "abc").find(d.file("bad.safetensors")), std::string::npos);
+  // Strict JSON, as Python's safetensors: YAML flow syntax, comments, trailing commas and trailing text are not
+  // JSON; metadata values are strings and shapes integers.
+  for (const char* not_json : {"{format: pt}", "{\"__metadata__\": {\"a\": \"b\"},}", "{} # c", "{} {}",
+                               "{'a': 1}"}) {
+    EXPECT_NE(load_error(d, raw_file(not_json, 0)).find("header is not valid JSON"), std::string::npos) << not_json;
+  }
+  EXPECT_NE(load_error(d, raw_file(R"({"__metadata__": {"format": 1}})", 0))
+                .find("__metadata__ value of 'format' is not a string"),
+            std::string::npos);
+  EXPECT_NE(load_error(d, raw_file(R"({"w": {"dtype": "F32", "shape": [2.0], "data_offsets": [0, 8]}})", 8))
+                .find("tensor 'w' shape entries must be a non-negative integer"),
+            std::string::npos);
+  EXPECT_NE(load_error(d, raw_file(R"({"w": {"dtype": "F32", "shape": ["2"], "data_offsets": [0, 8]}})", 8))
+                .find("tensor 'w' shape entries must be a non-negative integer"),
+            std::string::npos);
 }
 
 TEST(Safetensors, InterruptedWriteLeavesThePreviousFile) {

@@ -1,6 +1,6 @@
 """End-to-end checks of nepa_finetune (run by ctest).
 
-1. A short pretraining run's export initialises the classifier (only the head reported missing), fine-tuning
+1. A short pretraining run's export initialises the classifier (only the head reported new), fine-tuning
    runs with the layer-wise lr table, and exports the weights, their EMA and the best EMA in the HF layout. The
    classifier starts at zero (the release's -sft init): the first loss is exactly ln(10).
 1b. The pretraining run also exports its EMA (final_ema/, equal to the EMA in its last checkpoint, not to the
@@ -112,7 +112,7 @@ def main():
     backbone = os.path.join(work, "pre", "final")
     ft_dir = os.path.join(work, "ft")
     out = run([finetune, "--config", fcfg, "--output-dir", ft_dir, "--init", backbone])
-    check("missing keys (4): classifier.bias, classifier.weight, fc_norm.bias, fc_norm.weight" in out,
+    check("new, not in finetune.init (4): classifier.bias, classifier.weight, fc_norm.bias, fc_norm.weight" in out,
           "the init report should name exactly the head:\n" + out[:3000])
     check("layer-wise lr decay (llrd_cosine_warmup" in out and "vit_nepa.encoder.layer.2.*" in out,
           "no lr table:\n" + out[:3000])

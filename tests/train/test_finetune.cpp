@@ -1,3 +1,4 @@
+#include <fmt/format.h>
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
@@ -177,9 +178,11 @@ TEST(Classifier, APretrainingCheckpointLeavesExactlyTheHeadMissing) {
   const std::set<std::string> head = {"classifier.bias", "classifier.weight", "fc_norm.bias", "fc_norm.weight"};
   for (const std::string& source : {dir.file("hf"), path}) {
     ViTNepaForImageClassification cls(m, 7);
-    LoadReport r = load_classifier_init(cls, source);
-    EXPECT_EQ(std::set<std::string>(r.missing.begin(), r.missing.end()), head) << source;
-    EXPECT_TRUE(r.unexpected.empty()) << source;
+    ClassifierInit r = load_classifier_init(cls, source);
+    EXPECT_EQ(std::set<std::string>(r.report.missing.begin(), r.report.missing.end()), head) << source;
+    EXPECT_EQ(std::set<std::string>(r.expected_new.begin(), r.expected_new.end()), head) << source;
+    EXPECT_TRUE(r.missing_backbone.empty()) << source;
+    EXPECT_TRUE(r.report.unexpected.empty()) << source;
     EXPECT_TRUE(torch::equal(cls->vit_nepa->embeddings->cls_token, backbone->embeddings->cls_token)) << source;
   }
   // A backbone of another width does not fit: one error naming the file.
@@ -188,6 +191,58 @@ TEST(Classifier, APretrainingCheckpointLeavesExactlyTheHeadMissing) {
   ViTNepaForImageClassification w(wide, 7);
   std::string msg = test::error_of<std::runtime_error>([&] { load_classifier_init(w, dir.file("hf")); });
   EXPECT_NE(msg.find(dir.file("hf")), std::string::npos) << msg;
+}
+
+// A file that lacks backbone tensors (a 2-block export into a 4-block model, or no backbone at all) is an error
+// naming how many and the first few, before anything changes; finetune.allow_missing lets them train from random
+// init. QK-Norm weights that a source without affine QK-Norm never had are new, as the head is.
+TEST(Classifier, MissingBackboneTensorsAreAnErrorUnlessAllowed) {
+  test::TempDir dir;
+  torch::manual_seed(0);
+  ModelConfig two = four_blocks();
+  two.num_hidden_layers = 2;
+  ViTNepaModel small(two);
+  save_hf_model(dir.file("two"), small, HfModelConfig{two, {}, {}, {}});
+  ViTNepaForImageClassification cls(four_blocks(), 7);
+  const torch::Tensor before = cls->vit_nepa->embeddings->cls_token.clone();
+  int64_t backbone = 0, missing = 0;
+  for (const auto& [k, v] : state_dict(*cls)) {
+    if (k.rfind("vit_nepa.", 0) != 0) continue;
+    ++backbone;
+    missing += k.find(".layer.2.") != std::string::npos || k.find(".layer.3.") != std::string::npos;
+  }
+  std::string msg = test::error_of<std::runtime_error>([&] { load_classifier_init(cls, dir.file("two")); });
+  EXPECT_NE(msg.find(fmt::format("finetune.init: {} lacks {} of the {} backbone tensors this model needs (first: "
+                                 "vit_nepa.encoder.layer.2.", dir.file("two"), missing, backbone)),
+            std::string::npos) << msg;
+  EXPECT_NE(msg.find("finetune.allow_missing: true"), std::string::npos) << msg;
+  EXPECT_TRUE(torch::equal(cls->vit_nepa->embeddings->cls_token, before)) << "nothing may change on failure";
+
+  ClassifierInit allowed = load_classifier_init(cls, dir.file("two"), false, /*allow_missing=*/true);
+  EXPECT_EQ(static_cast<int64_t>(allowed.missing_backbone.size()), missing);
+  EXPECT_TRUE(torch::equal(cls->vit_nepa->embeddings->cls_token, small->embeddings->cls_token));
+
+  // A file with none of the backbone's tensors (its QK-Norm weights count as new: the file has none at all).
+  int64_t qk_norm_weights = 0;
+  for (const auto& [k, v] : state_dict(*cls)) qk_norm_weights += k.find("_norm.") != std::string::npos &&
+                                                                   k.find(".attention.") != std::string::npos;
+  save_safetensors(dir.file("other.safetensors"), {{"something.else", torch::zeros({3})}});
+  msg = test::error_of<std::runtime_error>([&] { load_classifier_init(cls, dir.file("other.safetensors")); });
+  EXPECT_NE(msg.find(fmt::format("lacks {} of the {} backbone tensors", backbone - qk_norm_weights, backbone)),
+            std::string::npos) << msg;
+
+  // Affine QK-Norm in fine-tuning from a backbone pretrained without it: those weights are new, not missing.
+  ModelConfig affine = four_blocks(), no_affine = four_blocks();
+  affine.qk_norm_affine = true;
+  no_affine.qk_norm_affine = false;
+  ViTNepaModel plain(no_affine);
+  save_hf_model(dir.file("plain"), plain, HfModelConfig{no_affine, {}, {}, {}});
+  ViTNepaForImageClassification with_affine(affine, 7);
+  ClassifierInit r = load_classifier_init(with_affine, dir.file("plain"));
+  EXPECT_TRUE(r.missing_backbone.empty());
+  size_t qk = 0;
+  for (const auto& k : r.expected_new) qk += k.find("_norm.weight") != std::string::npos && k.find("attention") != std::string::npos;
+  EXPECT_EQ(qk, 8u) << "q_norm and k_norm weights of 4 blocks";
 }
 
 // Synthetic train/test sets of `c` and a single-process loader of its micro-batches.
@@ -276,8 +331,8 @@ TEST(Probes, OnlyTheHeadTrainsAndTheBackboneStaysInEvalMode) {
     // A pretrained backbone leaves the probe and the classifier missing, nothing else.
     save_hf_model(dir.file("backbone"), model->vit_nepa, HfModelConfig{c.model, {}, {}, {}});
     ViTNepaForImageClassification fresh(c.model, 10, head, 2);
-    LoadReport rep = load_classifier_init(fresh, dir.file("backbone"));
-    for (const auto& k : rep.missing)
+    ClassifierInit rep = load_classifier_init(fresh, dir.file("backbone"));
+    for (const auto& k : rep.report.missing)
       EXPECT_TRUE(k.rfind("probe.", 0) == 0 || k.rfind("classifier.", 0) == 0) << k;
     EXPECT_EQ(head_of(read_classifier_weights(dir.file("run/final"))), head);
   }

@@ -226,6 +226,27 @@ TEST(Trainer, Bf16AutocastOnCpuTrains) {
   EXPECT_NEAR(run.task->losses[0], ref.task->losses[0], 0.05);
 }
 
+// metrics.jsonl that cannot be opened stops the run before the first step; one whose writes fail (/dev/full: the
+// write fails as on a full disk) stops it at that write. Both name the path and the system's reason.
+TEST(Trainer, AMetricsFileThatCannotBeWrittenStopsTheRun) {
+  test::TempDir dir;
+  Config c = tiny_train_config(dir.file("dir_run"));
+  fs::create_directories(fs::path(c.train.output_dir) / "metrics.jsonl");
+  auto run = make_tiny_run(c);
+  std::string msg = test::error_of<std::runtime_error>([&] { train(c, *run.task, *run.loader, {}); });
+  EXPECT_EQ(msg, (fs::path(c.train.output_dir) / "metrics.jsonl").string() + ": cannot open for writing: Is a directory");
+  EXPECT_EQ(run.task->forwards, 0);
+
+  Config full = tiny_train_config(dir.file("full_run"));
+  fs::create_directories(full.train.output_dir);
+  fs::create_symlink("/dev/full", fs::path(full.train.output_dir) / "metrics.jsonl");
+  auto run2 = make_tiny_run(full);
+  msg = test::error_of<std::runtime_error>([&] { train(full, *run2.task, *run2.loader, {}); });
+  EXPECT_EQ(msg, (fs::path(full.train.output_dir) / "metrics.jsonl").string() +
+                     ": write failed: No space left on device");
+  EXPECT_EQ(run2.task->forwards, 1) << "the first metrics line is written after the first step";
+}
+
 TEST(Trainer, ResumeRejectsAMissingCheckpoint) {
   test::TempDir dir;
   Config c = tiny_train_config(dir.file("run"));

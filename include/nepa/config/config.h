@@ -299,6 +299,7 @@ struct FinetuneConfig {
   double mixup_switch_prob = 0.5;
   std::string head_init = "zeros";
   bool init_ema = false;
+  bool allow_missing = false;
   double eval_every_epochs = 1.0;
   int probe_blocks = 1;
 
@@ -326,7 +327,11 @@ struct FinetuneConfig {
       "model.initializer_range)");
     v("init_ema", self.init_ema,
       "start from the EMA weights (train.ema) of the training checkpoint named by init, as the release's --use_ema; "
-      "an exported run starts from final_ema/ instead");    v("eval_every_epochs", self.eval_every_epochs, "evaluate every this many epochs (and at the end); 0 = end only");
+      "an exported run starts from final_ema/ instead");
+    v("allow_missing", self.allow_missing,
+      "let init lack backbone tensors this model has (they train from random init); off, a missing one is an error "
+      "(the head and QK-Norm weights new to fine-tuning are always allowed)");
+    v("eval_every_epochs", self.eval_every_epochs, "evaluate every this many epochs (and at the end); 0 = end only");
     v("probe_blocks", self.probe_blocks, "probes: average the features of the last k blocks (1 = last_hidden_state)");
   }
 };

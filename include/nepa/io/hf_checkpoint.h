@@ -36,13 +36,14 @@ LoadReport load_state_dict(torch::nn::Module& module, const std::map<std::string
 // The backbone's weights from an HF file: keys with the `vit_nepa.` prefix or without it (a bare ViTNepaModel).
 LoadReport load_backbone_weights(ViTNepaModel& model, const std::string& safetensors_path, bool strict);
 
-// A model folder (config.json + model.safetensors) or a config.json alone -> config; `weights` (optional)
-// overrides the folder's model.safetensors. Returns the model in eval mode.
+// A model folder (config.json + model.safetensors), or a config.json with `weights` -> the model with those
+// weights, in eval mode; `weights` overrides the folder's model.safetensors. Throws when there are no weights
+// to load (never a random backbone: that is nepa_tool init).
 struct LoadedModel {
   HfModelConfig config;
   ViTNepaModel model{nullptr};
   LoadReport report;
-  std::string weights_path;  // empty when the weights are a fresh init
+  std::string weights_path;
 };
 LoadedModel load_hf_model(const std::string& model_path, const std::string& weights = "", bool strict = true);
 

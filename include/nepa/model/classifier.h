@@ -87,9 +87,20 @@ std::string head_of(const std::map<std::string, torch::Tensor>& tensors);
 // of its own, final_ema/). Throws std::runtime_error naming the file.
 std::map<std::string, torch::Tensor> read_classifier_weights(const std::string& path, bool ema = false);
 
-// Loads what `path` holds into `model`, non-strictly: a pretraining checkpoint leaves the head (and whatever the
-// configs do not share) at its fresh init, listed in the report as missing. Shape mismatches throw.
-LoadReport load_classifier_init(ViTNepaForImageClassification& model, const std::string& path, bool ema = false);
+// What load_classifier_init left at the model's fresh init.
+struct ClassifierInit {
+  LoadReport report;                          // everything, as load_state_dict found it
+  std::vector<std::string> expected_new;      // the head (fc_norm, classifier, probe) and QK-Norm affine weights
+                                              // when the source has none (the release's base -> -sft case)
+  std::vector<std::string> missing_backbone;  // other backbone tensors the file lacks (only with allow_missing)
+};
+
+// Loads what `path` holds into `model`. A pretraining checkpoint leaves the head new; any other backbone tensor
+// the file lacks is an error naming how many and the first few (a smaller or different architecture would
+// otherwise train partly from random init), unless `allow_missing` (finetune.allow_missing). Shape mismatches
+// throw.
+ClassifierInit load_classifier_init(ViTNepaForImageClassification& model, const std::string& path, bool ema = false,
+                                    bool allow_missing = false);
 
 // Writes <dir>/model.safetensors + config.json in the release's classification layout (architectures
 // ViTNepaForImageClassification, id2label from `labels`, or "0".."C-1").
