@@ -2,12 +2,16 @@
 
 #include <ATen/Context.h>
 #include <fmt/format.h>
+#include <signal.h>
 #include <torch/optim/adamw.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <filesystem>
 #include <fstream>
+#include <limits>
 #include <regex>
+#include <set>
 
 #include "nepa/io/atomic_file.h"
 #include "nepa/io/hf_checkpoint.h"
@@ -91,6 +95,11 @@ std::map<std::string, torch::Tensor> generator_states(int rank, const torch::Dev
   std::map<std::string, torch::Tensor> states = {{rng_key(rank, "cpu"), state_of(cpu_generator())}};
   if (device.is_cuda()) states[rng_key(rank, "cuda")] = state_of(cuda_generator(device));
   return states;
+}
+
+void set_generator_states(const std::map<std::string, torch::Tensor>& states, int rank, const torch::Device& device) {
+  if (!restore(states, rng_key(rank, "cpu"), rng_key(rank, "cuda"), device))
+    throw std::invalid_argument(fmt::format("set_generator_states: no {}", rng_key(rank, "cpu")));
 }
 
 void save_checkpoint(const std::string& path, const torch::nn::Module& model, torch::optim::Optimizer& optimizer,
@@ -224,8 +233,8 @@ std::string CheckpointDir::save(const torch::nn::Module& model, torch::optim::Op
     std::string name = e.path().filename().string();
     std::smatch m;
     if (std::regex_match(name, m, step_re)) steps.emplace_back(std::stoll(m[1]), e.path());
-    else if (name.find(".tmp.") != std::string::npos) fs::remove(e.path());  // left by a killed writer
   }
+  remove_stale_temp_files();
   std::sort(steps.rbegin(), steps.rend());
   for (size_t i = static_cast<size_t>(keep_last_); i < steps.size(); ++i) fs::remove(steps[i].second);
   return path;
@@ -253,9 +262,61 @@ std::optional<std::string> CheckpointDir::latest() const {
   return std::nullopt;
 }
 
-std::optional<std::string> resolve_resume(const std::string& resume, const std::string& run_dir) {
+std::optional<std::string> CheckpointDir::newest_readable(std::vector<std::string>* unreadable) const {
+  std::vector<std::pair<int64_t, std::string>> candidates;
+  if (auto pointed = latest()) candidates.emplace_back(std::numeric_limits<int64_t>::max(), *pointed);
+  static const std::regex step_re(R"(step_(\d+)\.safetensors)");
+  if (fs::is_directory(dir_))
+    for (const auto& e : fs::directory_iterator(dir_)) {
+      std::string name = e.path().filename().string();
+      std::smatch m;
+      if (std::regex_match(name, m, step_re)) candidates.emplace_back(std::stoll(m[1]), e.path().string());
+    }
+  std::sort(candidates.rbegin(), candidates.rend());
+  std::set<std::string> tried;
+  for (const auto& [step, path] : candidates) {
+    if (!tried.insert(path).second) continue;
+    try {
+      read_checkpoint_info(path);
+      return path;
+    } catch (const CheckpointError& e) {
+      if (unreadable) unreadable->push_back(e.what());
+    }
+  }
+  return std::nullopt;
+}
+
+int CheckpointDir::remove_stale_temp_files() const {
+  static const std::regex tmp_re(R"(.*\.tmp\.(\d+))");
+  int removed = 0;
+  if (!fs::is_directory(dir_)) return 0;
+  for (const auto& e : fs::directory_iterator(dir_)) {
+    std::string name = e.path().filename().string();
+    std::smatch m;
+    if (!std::regex_match(name, m, tmp_re)) continue;
+    const pid_t pid = static_cast<pid_t>(std::stoll(m[1]));
+    if (::kill(pid, 0) == 0 || errno != ESRCH) continue;  // its writer may still be at work
+    std::error_code ec;
+    if (fs::remove(e.path(), ec)) ++removed;
+  }
+  return removed;
+}
+
+std::optional<std::string> resolve_resume(const std::string& resume, const std::string& run_dir,
+                                          std::vector<std::string>* warnings) {
   if (resume.empty()) return std::nullopt;
-  if (resume == "auto") return CheckpointDir((fs::path(run_dir) / "checkpoints").string(), 1).latest();
+  if (resume == "auto") {
+    std::vector<std::string> unreadable;
+    auto path = CheckpointDir((fs::path(run_dir) / "checkpoints").string(), 1).newest_readable(&unreadable);
+    if (warnings)
+      for (const auto& u : unreadable)
+        warnings->push_back("skipping an unreadable checkpoint (" + u + ")" +
+                            (path ? "; resuming from " + *path + " instead" : "; no readable checkpoint is left"));
+    if (!path && !unreadable.empty())
+      throw CheckpointError("--resume auto: no readable checkpoint in " + run_dir + "/checkpoints (" + unreadable.front() +
+                            ")");
+    return path;
+  }
   fs::path p(resume);
   if (fs::is_directory(p)) {
     for (const fs::path& d : {p / "checkpoints", p}) {

@@ -8,6 +8,7 @@
 #include <filesystem>
 #include <iostream>
 
+#include "nepa/train/signals.h"
 #include "nepa/train/trainer.h"
 
 namespace nepa {
@@ -43,6 +44,9 @@ void setup_logging(const Config& cfg, const dist::Launch& launch, const std::str
 Runtime start_runtime(const LoadedConfig& loaded, const std::string& log_file) {
   const Config& cfg = loaded.config;
   Runtime rt;
+  // First: a stop signal during start-up (scanning a large dataset, joining the group) is then kept for the loop,
+  // which ends the run cleanly before its first step, instead of the signal's default action.
+  install_stop_handlers();
   rt.launch = dist::launch_from_env(cfg.dist);
   validate_for_training(cfg, loaded.origins, rt.launch.world_size);
   setup_logging(cfg, rt.launch, log_file);
@@ -78,7 +82,9 @@ TrainResult run_training(const Config& config, TrainTask& task, DataLoader& load
                          const Runtime& rt) {
   if (rt.is_main()) save_config(config, (std::filesystem::path(config.train.output_dir) / "config.yaml").string());
   TrainResult result = train(config, task, loader, TrainOptions{resume, to_yaml(config), rt.comm_ptr()});
-  if (result.status == TrainResult::Status::kInterrupted)
+  if (result.status == TrainResult::Status::kInterrupted && result.checkpoint.empty())
+    spdlog::info("stopped before the first step: nothing to save (run the same command again to start)");
+  else if (result.status == TrainResult::Status::kInterrupted)
     spdlog::info("stopped at step {}/{}; continue with --resume auto (checkpoint {})", result.step, result.total_steps,
                  result.checkpoint);
   else

@@ -193,6 +193,8 @@ std::map<std::string, torch::Tensor> gather_generator_states(dist::Comm& comm, c
 }  // namespace
 
 TrainResult train(const Config& cfg, TrainTask& task, DataLoader& loader, const TrainOptions& options) {
+  // Before any long work (resume, the k-NN at init): a signal from here on stops the run cleanly.
+  install_stop_handlers();
   dist::Comm single;
   dist::Comm& comm = options.comm ? *options.comm : single;
   const bool main_rank = comm.is_main();
@@ -238,7 +240,13 @@ TrainResult train(const Config& cfg, TrainTask& task, DataLoader& loader, const 
   TrainState state;
   TrainResult result;
   result.total_steps = steps;
-  if (auto path = resolve_resume(options.resume, run_dir.string())) {
+  if (main_rank)
+    if (const int n = checkpoints.remove_stale_temp_files())
+      spdlog::info("removed {} temp file(s) left by killed checkpoint writers", n);
+  std::vector<std::string> resume_warnings;
+  const auto resume_path = resolve_resume(options.resume, run_dir.string(), &resume_warnings);
+  for (const auto& w : resume_warnings) spdlog::warn("{}", w);
+  if (const auto& path = resume_path) {
     check_resumable(read_checkpoint_info(*path), cfg, *path);
     CheckpointContent content = load_checkpoint(*path, task.module(), *optimizer, groups, comm.rank(), device);
     if (ema) {
@@ -328,11 +336,30 @@ TrainResult train(const Config& cfg, TrainTask& task, DataLoader& loader, const 
     result.last_eval = figures;
   };
 
+  // A stop every rank has agreed on (a signal reaches the ranks at different moments): one small all-reduce.
+  auto agreed_stop = [&]() {
+    if (world_size == 1) return stop_requested() != 0;
+    return comm.all_reduce(std::vector<double>{stop_requested() ? 1.0 : 0.0})[0] > 0;
+  };
+  // Saves `state` (unless nothing was trained: there is nothing to resume then) and ends the run as interrupted;
+  // rank 0's checkpoint is on disk before any rank reports success.
+  auto stop_run = [&](const std::string& where) {
+    const int sig = stop_requested();
+    spdlog::warn("{} received: {}", sig ? signal_name(sig) : "stop (from another rank)", where);
+    if (state.step > 0 && result.checkpoint != checkpoints.path_for_step(state.step)) save();
+    clear_stop_request();
+    comm.barrier();
+    result.status = TrainResult::Status::kInterrupted;
+    result.stop_signal = sig;
+    result.step = state.step;
+    return result;
+  };
+
   if (!resumed && cfg.eval.knn_at_init) {
     evaluate();
     result.first_eval = result.last_eval;
   }
-  install_stop_handlers();
+  if (agreed_stop()) return stop_run(fmt::format("stopping before step {}", state.step + 1));
   task.module().train();
   loader.start(state.epoch, state.batch);
 
@@ -342,6 +369,14 @@ TrainResult train(const Config& cfg, TrainTask& task, DataLoader& loader, const 
   int64_t interval_images = 0, interval_steps = 0;
   while (state.step < steps) {
     const TrainState before = state;
+    // A step that does not complete (a stop between micro-batches, a non-finite loss) is saved as it stood
+    // before it, generators included, so that the resumed run redoes it exactly.
+    const auto generators_before = generator_states(comm.rank(), device);
+    auto rewind = [&]() {
+      optimizer->zero_grad();
+      state = before;
+      set_generator_states(generators_before, comm.rank(), device);
+    };
     // Summed on the device; read back once per step (a host sync per step is cheap next to a NEPA step).
     std::vector<std::pair<std::string, torch::Tensor>> sums;
     torch::Tensor loss_sum;
@@ -371,6 +406,12 @@ TrainResult train(const Config& cfg, TrainTask& task, DataLoader& loader, const 
       else
         for (size_t i = 0; i < out.metrics.size() && i < sums.size(); ++i) sums[i].second += out.metrics[i].second;
       interval_images += batch->images.size(0) * world_size;
+      // With accumulation a step can take minutes: a stop does not wait for it, the partial step is dropped.
+      if (micro + 1 < accum && agreed_stop()) {
+        rewind();
+        return stop_run(fmt::format("stopping within step {} (after micro-batch {} of {}; the step is dropped and "
+                                    "redone on resume)", before.step + 1, micro + 1, accum));
+      }
     }
     grad_sync.finish();
     interval_comm_wait += grad_sync.last_wait_seconds();
@@ -396,8 +437,7 @@ TrainResult train(const Config& cfg, TrainTask& task, DataLoader& loader, const 
       // Parameters, moments and the EMA are still those of the last good step: save them, then stop. Every rank
       // waits for rank 0's checkpoint, as on a signal: a rank that exited at once would have the launcher kill
       // rank 0 in the middle of writing it.
-      optimizer->zero_grad();
-      state = before;
+      rewind();
       save();
       comm.barrier();
       throw TrainingDiverged(fmt::format("{} is {} at step {} (epoch {}); the last good state (step {}) is saved in {}",
@@ -453,18 +493,8 @@ TrainResult train(const Config& cfg, TrainTask& task, DataLoader& loader, const 
 
     // A single process stops after the step in which the signal came; a group after the step in which some rank
     // had seen it (at the latest one step later), since that is what the ranks have agreed on.
-    if (world_size > 1 ? stop_agreed : stop_requested() != 0) {
-      const int sig = stop_requested();
-      spdlog::warn("{} received: stopping after step {}", sig ? signal_name(sig) : "stop (from another rank)",
-                   state.step);
-      save();
-      clear_stop_request();
-      comm.barrier();  // rank 0's checkpoint is on disk before any rank reports success
-      result.status = TrainResult::Status::kInterrupted;
-      result.stop_signal = sig;
-      result.step = state.step;
-      return result;
-    }
+    if (world_size > 1 ? stop_agreed : stop_requested() != 0)
+      return stop_run(fmt::format("stopping after step {}", state.step));
     if (eval_every > 0 && state.step % eval_every == 0 && state.step < steps) evaluate();
     if (state.step % cfg.train.checkpoint_every == 0 && state.step < steps) save();
   }

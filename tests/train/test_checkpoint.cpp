@@ -1,5 +1,8 @@
 #include <gtest/gtest.h>
 
+#include <sys/wait.h>
+#include <unistd.h>
+
 #include <filesystem>
 
 #include "nepa/io/atomic_file.h"
@@ -114,6 +117,43 @@ TEST(Checkpoint, EachRankRestoresItsOwnGenerator) {
               save_checkpoint(legacy, *a.model, *a.optim, a.groups, TrainState{}, "", {}, {{"gen", seeded}});
             }).find("generator state 'gen' is not named rng.*"),
             std::string::npos);
+}
+
+// --resume auto skips a newest checkpoint that does not read (truncated by a failing disk) for the newest one that
+// does, saying so with both names; with none readable it stops instead of starting afresh.
+TEST(Checkpoint, ResumeAutoFallsBackToTheNewestReadableCheckpoint) {
+  test::TempDir dir;
+  Trained a = trained(1, 1);
+  CheckpointDir ckpts(dir.file("run/checkpoints"), 3);
+  const std::string one = ckpts.save(*a.model, *a.optim, a.groups, TrainState{1, 0, 1, 8}, "");
+  const std::string two = ckpts.save(*a.model, *a.optim, a.groups, TrainState{2, 0, 2, 16}, "");
+  fs::resize_file(two, fs::file_size(two) / 2);
+  std::vector<std::string> warnings;
+  auto path = resolve_resume("auto", dir.file("run"), &warnings);
+  ASSERT_TRUE(path);
+  EXPECT_EQ(*path, one);
+  ASSERT_EQ(warnings.size(), 1u);
+  EXPECT_NE(warnings[0].find("skipping an unreadable checkpoint (safetensors: " + two), std::string::npos) << warnings[0];
+  EXPECT_NE(warnings[0].find("; resuming from " + one + " instead"), std::string::npos) << warnings[0];
+  // An explicitly named file is never replaced by another.
+  EXPECT_EQ(*resolve_resume(two, dir.file("run")), two);
+  fs::resize_file(one, 10);
+  std::string msg = test::error_of<CheckpointError>([&] { resolve_resume("auto", dir.file("run")); });
+  EXPECT_NE(msg.find("--resume auto: no readable checkpoint in " + dir.file("run")), std::string::npos) << msg;
+}
+
+// Temp files of killed writers go at start-up; a live writer's stays.
+TEST(Checkpoint, StaleTempFilesOfDeadWritersAreRemoved) {
+  test::TempDir dir;
+  const pid_t child = ::fork();
+  if (child == 0) ::_exit(0);
+  ::waitpid(child, nullptr, 0);  // now a pid without a process
+  const std::string dead = dir.write("ckpt/step_00000002.safetensors.tmp." + std::to_string(child), "x");
+  const std::string live = dir.write("ckpt/latest.tmp." + std::to_string(::getpid()), "x");
+  CheckpointDir ckpts(dir.file("ckpt"), 2);
+  EXPECT_EQ(ckpts.remove_stale_temp_files(), 1);
+  EXPECT_FALSE(fs::exists(dead));
+  EXPECT_TRUE(fs::exists(live));
 }
 
 TEST(Checkpoint, ADifferentModelIsRejectedBeforeAnythingChanges) {

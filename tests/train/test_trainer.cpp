@@ -126,6 +126,56 @@ TEST(Trainer, SigtermCheckpointsAndResumeReproducesLossesExactly) {
   for (size_t i = 0; i < 12; ++i) EXPECT_EQ(steps[i], static_cast<double>(i + 1));
 }
 
+// With accumulation a stop does not wait for the step: after the micro-batch in which the signal came, the
+// partial step is dropped, the last completed step is saved (generators as they stood before the dropped step),
+// and the resumed run redoes that step exactly.
+TEST(Trainer, AStopBetweenMicroBatchesDropsThePartialStepAndResumesExactly) {
+  test::TempDir dir;
+  Config c = tiny_train_config(dir.file("ref"));
+  c.train.total_batch = 32;  // 4 micro-batches of 8 per step; 64 images = 2 steps per epoch
+  c.schedule.max_steps = 5;
+  auto ref = make_tiny_run(c);
+  train(c, *ref.task, *ref.loader, {});
+  ASSERT_EQ(ref.task->losses.size(), 20u);
+
+  Config ci = c;
+  ci.train.output_dir = dir.file("interrupted");
+  auto first = make_tiny_run(ci);
+  first.task->signal_at_forward = 10;  // step 3, micro-batch 2 of 4
+  TrainResult r1 = train(ci, *first.task, *first.loader, {});
+  EXPECT_EQ(r1.status, TrainResult::Status::kInterrupted);
+  EXPECT_EQ(r1.step, 2);
+  EXPECT_EQ(first.task->forwards, 10) << "the stop came after micro-batch 2, not at the end of the step";
+  ASSERT_TRUE(fs::exists(r1.checkpoint));
+  EXPECT_EQ(read_checkpoint_info(r1.checkpoint).state.step, 2);
+
+  auto second = make_tiny_run(ci, /*init_seed=*/123);
+  TrainResult r2 = train(ci, *second.task, *second.loader, {"auto", ""});
+  EXPECT_EQ(r2.status, TrainResult::Status::kCompleted);
+  ASSERT_EQ(second.task->losses.size(), 12u);  // steps 3..5, all 4 micro-batches each
+  for (size_t i = 0; i < 12; ++i) EXPECT_EQ(second.task->losses[i], ref.task->losses[8 + i]) << "forward " << 9 + i;
+  auto pa = ref.task->model()->named_parameters();
+  for (const auto& p : second.task->model()->named_parameters())
+    EXPECT_EQ(test::max_abs_diff(p.value(), pa[p.key()]), 0.0) << p.key();
+}
+
+// A signal during start-up or the evaluation at init stops the run there, cleanly (exit status of a stop, not the
+// signal's default action); with no step trained there is nothing to save.
+TEST(Trainer, AStopDuringTheEvaluationAtInitEndsTheRunBeforeTheFirstStep) {
+  test::TempDir dir;
+  Config c = tiny_train_config(dir.file("run"));
+  c.eval.knn_at_init = true;
+  auto run = make_tiny_run(c);
+  run.task->signal_in_eval_at = 0;
+  TrainResult r = train(c, *run.task, *run.loader, {});
+  EXPECT_EQ(r.status, TrainResult::Status::kInterrupted);
+  EXPECT_EQ(r.stop_signal, SIGTERM);
+  EXPECT_EQ(r.step, 0);
+  EXPECT_EQ(run.task->forwards, 0);
+  EXPECT_TRUE(r.checkpoint.empty());
+  EXPECT_FALSE(fs::exists(fs::path(c.train.output_dir) / "checkpoints"));
+}
+
 // Every floating-point tensor of a checkpoint is finite.
 void expect_all_finite(const std::string& checkpoint) {
   for (const auto& [name, t] : load_safetensors(checkpoint))

@@ -60,7 +60,12 @@ class RecordingTask : public NepaPretrainTask {
       hooked_ = true;
     }
     losses.push_back(out.loss.item<double>());
+    if (signal_at_forward == forwards) std::raise(signal_to_raise);
     return out;
+  }
+  std::vector<std::pair<std::string, double>> evaluate(int64_t step) override {
+    if (signal_in_eval_at == step) std::raise(signal_to_raise);  // e.g. during the k-NN at init
+    return NepaPretrainTask::evaluate(step);
   }
   void after_step(int64_t step) override {
     if (signal_after_step == step) std::raise(signal_to_raise);
@@ -73,7 +78,8 @@ class RecordingTask : public NepaPretrainTask {
     if (hooked_) model()->embeddings->cls_token.remove_hook(hook_);
   }
   std::vector<double> losses;
-  int64_t forwards = 0, nan_at_forward = -1, inf_grad_at_forward = -1, signal_after_step = -1;
+  int64_t forwards = 0, nan_at_forward = -1, inf_grad_at_forward = -1, signal_after_step = -1,
+          signal_at_forward = -1, signal_in_eval_at = -1;
   int signal_to_raise = SIGTERM;
   std::chrono::milliseconds slow_save{0};
 

@@ -52,6 +52,8 @@ struct CheckpointContent {
 // This process's generator states under the names of `rank`: "rng.<rank>.cpu", and "rng.<rank>.cuda" (the
 // generator of `device`, the current GPU when it has no index) when `device` is a GPU.
 std::map<std::string, torch::Tensor> generator_states(int rank, const torch::Device& device);
+// Sets this process's generators to the states generator_states(rank, device) returned.
+void set_generator_states(const std::map<std::string, torch::Tensor>& states, int rank, const torch::Device& device);
 
 // Writes `path` atomically. `groups` must be the groups the optimizer was built from (same order). `generators`:
 // every rank's generator_states (a data-parallel run gathers them to rank 0); by default this process's, as
@@ -86,14 +88,21 @@ class CheckpointDir {
                    const std::map<std::string, torch::Tensor>& generators = generator_states(0, torch::kCPU));
   // The checkpoint `latest` names (if it exists), else the highest-step file, else nothing.
   std::optional<std::string> latest() const;
+  // The newest checkpoint whose header and metadata read (`latest` first, then by step, newest first); each newer
+  // one that did not read goes to `unreadable` as "<file>: <why>".
+  std::optional<std::string> newest_readable(std::vector<std::string>* unreadable) const;
+  // Removes the temp files (`*.tmp.<pid>`) of writers whose process is gone; returns how many.
+  int remove_stale_temp_files() const;
 
  private:
   std::string dir_;
   int keep_last_;
 };
 
-// --resume: "" = start fresh, "auto" = latest in `run_dir`/checkpoints if any (else fresh), else a file path
-// (or a run directory) that must exist. Returns the checkpoint file to load, or nothing.
-std::optional<std::string> resolve_resume(const std::string& resume, const std::string& run_dir);
+// --resume: "" = start fresh, "auto" = the newest readable checkpoint in `run_dir`/checkpoints if any (else
+// fresh; newer unreadable ones, e.g. truncated by a failing disk, are skipped and described in `warnings`), else a
+// file path (or a run directory) that must exist. Returns the checkpoint file to load, or nothing.
+std::optional<std::string> resolve_resume(const std::string& resume, const std::string& run_dir,
+                                          std::vector<std::string>* warnings = nullptr);
 
 }  // namespace nepa

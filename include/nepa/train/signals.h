@@ -1,5 +1,6 @@
-// SIGINT / SIGTERM / SIGUSR1 (SLURM sends SIGUSR1 or SIGTERM before preemption) ask the training loop to stop
-// after the current step; it then writes a checkpoint and exits 0. A second SIGINT or SIGTERM kills the
+// SIGINT / SIGTERM / SIGUSR1 (SLURM sends SIGUSR1 or SIGTERM before preemption) ask the training loop to stop:
+// after the current micro-batch (a partial step is dropped and redone on resume), or before the first step when
+// the signal comes during start-up; it then writes a checkpoint (if a step was trained) and exits 0. A second SIGINT or SIGTERM kills the
 // process the default way, so a stuck run can still be interrupted.
 #pragma once
 
