@@ -18,6 +18,7 @@
 
 #include "nepa/data/fashion_mnist.h"
 #include "nepa/data/transforms.h"
+#include "png_decode.h"
 
 // After <cstdio>: jpeglib.h uses FILE without including it.
 #include <jerror.h>
@@ -87,6 +88,11 @@ bool jpeg_complete(const std::vector<uchar>& b) {
   return false;
 }
 
+bool is_png(const std::vector<uchar>& b) {
+  static const uchar png_sig[8] = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1A, '\n'};
+  return b.size() >= 8 && std::equal(png_sig, png_sig + 8, b.begin());
+}
+
 // A PNG is complete when its chunk chain reaches IEND; libpng may hand back a partial image otherwise.
 bool png_complete(const std::vector<uchar>& b) {
   size_t p = 8;
@@ -103,9 +109,7 @@ const char* incomplete_reason(const std::vector<uchar>& b) {
   const size_t n = b.size();
   if (n >= 3 && b[0] == 0xFF && b[1] == 0xD8 && b[2] == 0xFF)
     return jpeg_complete(b) ? nullptr : "truncated JPEG (no end-of-image marker)";
-  static const uchar png_sig[8] = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1A, '\n'};
-  if (n >= 8 && std::equal(png_sig, png_sig + 8, b.begin()))
-    return png_complete(b) ? nullptr : "truncated PNG (no IEND chunk)";
+  if (is_png(b)) return png_complete(b) ? nullptr : "truncated PNG (no IEND chunk)";
   if (n >= 12 && std::equal(b.begin(), b.begin() + 4, "RIFF") && std::equal(b.begin() + 8, b.begin() + 12, "WEBP"))
     return uint64_t(le32(&b[4])) + 8 > n ? "truncated WebP (shorter than its RIFF header says)" : nullptr;
   if (n >= 2 && b[0] == 'B' && b[1] == 'M')
@@ -237,6 +241,10 @@ class ImageFolderDataset : public Dataset {
     if (const char* why = incomplete_reason(bytes)) throw DataError(path + ": " + why);
     if (bytes.size() >= 3 && bytes[0] == 0xFF && bytes[1] == 0xD8 && bytes[2] == 0xFF) {
       cv::Mat img = decode_jpeg(bytes, channels, path);
+      if (!img.empty()) return img;
+    }
+    if (is_png(bytes)) {
+      cv::Mat img = data_detail::decode_png(bytes, channels, path);
       if (!img.empty()) return img;
     }
     // EXIF orientation is ignored, as PIL's Image.open (torchvision's loader) ignores it.

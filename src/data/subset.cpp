@@ -23,6 +23,9 @@ class SubsetDataset : public Dataset {
     return fmt::format("{} (subset of {} images)", base_->describe_set(), indices_.size());
   }
   std::vector<std::string> class_names() const override { return base_->class_names(); }
+  bool mark_unreadable(int64_t index) const override { return base_->mark_unreadable(indices_.at(index)); }
+  bool known_unreadable(int64_t index) const override { return base_->known_unreadable(indices_.at(index)); }
+  int64_t unreadable_count() const override { return base_->unreadable_count(); }
 
  private:
   std::shared_ptr<const Dataset> base_;

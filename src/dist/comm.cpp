@@ -6,7 +6,9 @@
 #include <torch/csrc/distributed/c10d/PrefixStore.hpp>
 #include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
 #include <torch/csrc/distributed/c10d/TCPStore.hpp>
+#include <c10/util/Logging.h>
 #include <torch/torch.h>
+#include <unistd.h>
 
 #ifdef NEPA_WITH_NCCL
 #include <c10/cuda/CUDAFunctions.h>
@@ -15,6 +17,7 @@
 
 #include <algorithm>
 #include <cstdlib>
+#include <regex>
 #include <sstream>
 #include <thread>
 
@@ -27,10 +30,19 @@ std::string message_of(const std::exception& e) {
   return e.what();
 }
 
-// Under the store's prefix (store_prefix: one per torchrun attempt).
+// Under the store's prefix (store_prefix: one per torchrun attempt). A rank that stops on its own error leaves
+// failed/<rank> (its message); a rank that saw the group fail leaves survivor/<rank>; each bumps failed/count
+// once, so that one store round trip tells a waiting rank whether to look.
 std::string failure_key(int rank) { return "failed/" + std::to_string(rank); }
-// How many ranks have reported a failure: one store round trip tells a waiting rank whether to look.
+std::string survivor_key(int rank) { return "survivor/" + std::to_string(rank); }
+std::string host_key(int rank) { return "host/" + std::to_string(rank); }
 constexpr const char* kFailureCount = "failed/count";
+
+std::string this_host() {
+  char name[256] = {0};
+  if (::gethostname(name, sizeof(name) - 1) != 0) return "?";
+  return name;
+}
 
 // No fmt here: this file sees LibTorch's bundled fmt headers, not Debian's (third_party/NOTES.md).
 template <class... Args>
@@ -111,9 +123,12 @@ Comm::Comm(const Launch& launch, const std::string& backend, std::chrono::millis
     throw DistError(cat("rank ", rank_, " of ", world_size_, ": cannot reach the rendezvous store at ", where,
                         " within ", timeout.count() / 1000, " s: ", message_of(e)));
   }
+  // The backends' own timeouts are a backstop: the host-side wait (wait_for) ends a collective at dist.timeout_s,
+  // the same way on Gloo and NCCL, and names the ranks that did not answer.
+  const auto backend_timeout = timeout + std::chrono::seconds(10);
   try {
     if (backend == "gloo") {
-      auto opts = c10d::ProcessGroupGloo::Options::create(timeout);
+      auto opts = c10d::ProcessGroupGloo::Options::create(backend_timeout);
       // GLOO_SOCKET_IFNAME names the interface as for PyTorch; otherwise this host's address (loopback when
       // the hostname does not resolve to a bindable one).
       if (const char* ifname = std::getenv("GLOO_SOCKET_IFNAME"); ifname && *ifname)
@@ -130,7 +145,7 @@ Comm::Comm(const Launch& launch, const std::string& backend, std::chrono::millis
       for (const auto& [name, value] : nccl_env_defaults([](const char* n) { return std::getenv(n); }))
         ::setenv(name.c_str(), value.c_str(), /*overwrite=*/0);
       auto opts = c10d::ProcessGroupNCCL::Options::create();
-      opts->timeout = timeout;
+      opts->timeout = backend_timeout;
       impl_->backend = c10::make_intrusive<c10d::ProcessGroupNCCL>(impl_->store, rank_, world_size_, opts);
 #else
       throw DistError("dist.backend nccl: this build's LibTorch has no CUDA/NCCL");
@@ -143,6 +158,16 @@ Comm::Comm(const Launch& launch, const std::string& backend, std::chrono::millis
   } catch (const std::exception& e) {
     throw DistError(cat("rank ", rank_, " of ", world_size_, ": cannot form the ", backend, " process group (store ",
                         where, "): ", message_of(e)));
+  }
+  // Host names, for failure reports: rank 0's is kept, since its store is gone when it is the one that died.
+  host_ = this_host();
+  try {
+    impl_->store->set(host_key(rank_), std::vector<uint8_t>(host_.begin(), host_.end()));
+    auto bytes = impl_->store->get(host_key(0));
+    host0_ = std::string(bytes.begin(), bytes.end());
+  } catch (const std::exception& e) {
+    throw DistError(cat("rank ", rank_, " of ", world_size_, ": the rendezvous store at ", where,
+                        " stopped answering: ", message_of(e)));
   }
 }
 
@@ -164,28 +189,70 @@ void Comm::require_on_device(const char* op, const torch::Tensor& tensor) const 
                         "tensors on ", device_.str()));
 }
 
-void Comm::fail(const std::string& op, const std::string& why) const {
+void Comm::fail(const std::string& op, const std::string& why, bool timed_out) const {
   failed_ = true;
-  std::string reported;
-  if (impl_ && impl_->store) {
-    for (int r = 0; r < world_size_ && reported.empty(); ++r) {
+  // From here on LibTorch's own warnings about the broken group (TCPStore logs each failed store call with a
+  // stack trace) are noise beside the one line below.
+  FLAGS_caffe2_log_level = std::max(FLAGS_caffe2_log_level, 2);
+  // Gloo prefixes its messages with its source location.
+  static const std::regex source_location(R"(\[[^\]]*\.(cc|cpp|h|hpp):[0-9]+\] ?)");
+  throw PeerFailure(cat("rank ", rank_, " of ", world_size_, " (", host_, "): ", op, " failed: ", diagnose(timed_out),
+                        " (", std::regex_replace(why, source_location, ""), ")"));
+}
+
+std::string Comm::diagnose(bool timed_out) const {
+  if (!impl_ || !impl_->store) return "the group is broken";
+  auto& store = *impl_->store;
+  auto host_of = [&](int r) {
+    try {
+      auto bytes = store.get(host_key(r));
+      return std::string(bytes.begin(), bytes.end());
+    } catch (const std::exception&) {
+      return std::string("?");
+    }
+  };
+  try {
+    store.set(survivor_key(rank_), std::vector<uint8_t>{'1'});
+    store.add(kFailureCount, 1);
+  } catch (const std::exception&) {
+    return cat("rank 0 (", host0_, ") is gone: the rendezvous store it served stopped answering");
+  }
+  // The other ranks that are still alive meet the broken group at their next collective and check in here;
+  // whoever has neither checked in nor reported an error after a few seconds is the rank that failed.
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(3);
+  try {
+    while (store.add(kFailureCount, 0) < world_size_ && std::chrono::steady_clock::now() < deadline)
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    std::vector<int> silent;
+    std::string reported;
+    int reporters = 0;
+    for (int r = 0; r < world_size_; ++r) {
       if (r == rank_) continue;
-      try {
-        if (impl_->store->check({failure_key(r)})) {
-          auto bytes = impl_->store->get(failure_key(r));
-          reported = cat("; rank ", r, " reported: ", std::string(bytes.begin(), bytes.end()));
+      if (store.check({failure_key(r)})) {
+        if (reporters++ == 0) {
+          auto bytes = store.get(failure_key(r));
+          reported = cat("rank ", r, " (", host_of(r), ") reported: ", std::string(bytes.begin(), bytes.end()));
         }
-      } catch (const std::exception&) {
-        break;  // the store went with rank 0
+      } else if (!store.check({survivor_key(r)})) {
+        silent.push_back(r);
       }
     }
+    if (reporters > 0) return reported + (reporters > 1 ? cat(" (and ", reporters - 1, " more ranks failed)") : "");
+    if (silent.empty()) return "the group is broken, every other rank saw it too";
+    std::string names;
+    for (size_t i = 0; i < silent.size() && i < 8; ++i)
+      names += cat(i ? ", " : "", silent[i], " (", host_of(silent[i]), ")");
+    if (silent.size() > 8) names += cat(" and ", silent.size() - 8, " more");
+    return timed_out ? cat("no answer from rank(s) ", names, " within dist.timeout_s = ", timeout_.count() / 1000.0, " s")
+                     : cat("rank(s) ", names, " stopped answering (killed, crashed or hung)");
+  } catch (const std::exception&) {
+    return cat("rank 0 (", host0_, ") is gone: the rendezvous store it served stopped answering");
   }
-  throw DistError(cat("rank ", rank_, " of ", world_size_, ": ", op,
-                      " failed (a rank exited, crashed or exceeded dist.timeout_s)", reported, ": ", why));
 }
 
 void Comm::report_failure(const std::string& what) noexcept {
   failed_ = true;  // this rank is leaving on an error: its peers may sit in a collective, so abort on the way out
+  FLAGS_caffe2_log_level = std::max(FLAGS_caffe2_log_level, 2);  // as in fail(): no stack traces from the store
   if (!impl_ || !impl_->store) return;
   try {
     impl_->store->set(failure_key(rank_), std::vector<uint8_t>(what.begin(), what.end()));
@@ -205,16 +272,15 @@ void Comm::wait_for(Pending::Impl& p) const {
     for (int polls = 0; !p.work->isCompleted(); ++polls) {
       const auto now = Clock::now();
       if (now - start >= timeout_)
-        fail(p.op, cat("no result within dist.timeout_s = ", timeout_.count() / 1000.0, " s"));
+        fail(p.op, cat("no result within dist.timeout_s = ", timeout_.count() / 1000.0, " s"), /*timed_out=*/true);
       if (now >= next_check) {
         int64_t failures = 0;
         try {
           failures = impl_->store->add(kFailureCount, 0);
         } catch (const std::exception& e) {
-          fail(p.op, cat("the rendezvous store stopped answering (it lives in rank 0 or torchrun's agent): ",
-                         message_of(e)));
+          fail(p.op, cat("the rendezvous store stopped answering: ", message_of(e)));
         }
-        if (failures > 0) fail(p.op, "a peer stopped with an error");
+        if (failures > 0) fail(p.op, "a peer saw the group fail");
         next_check = now + check_every;
       }
       // Spin briefly (small collectives finish in microseconds), then sleep in short slices.

@@ -105,6 +105,11 @@ int guarded_main(const std::function<int()>& body) {
     std::cerr << e.what() << "\n";
     if (g_comm) g_comm->report_failure(e.what());
     code = 2;
+  } catch (const dist::PeerFailure& e) {
+    // Another rank's failure, seen from here: the others know already (PeerFailure is thrown after telling them),
+    // and a report from this rank would name it as a cause.
+    spdlog::error("{}", e.what());
+    code = 1;
   } catch (const TrainingDiverged& e) {
     code = failed(3, std::string("diverged: ") + e.what());
   } catch (const c10::Error& e) {

@@ -2,6 +2,7 @@
 #include <opencv2/imgcodecs.hpp>
 #include <opencv2/imgproc.hpp>
 #include <torch/torch.h>
+#include <zlib.h>
 
 #include <filesystem>
 #include <fstream>
@@ -232,6 +233,80 @@ TEST(ImageFolder, JpegDecodingMatchesOpenCvForColourGreyAndCmyk) {
   EXPECT_LT(px[1], 5);
   EXPECT_LT(px[2], 5);
   EXPECT_EQ(ds->load(3, 1).type(), CV_8UC1);
+}
+
+// A PNG written by hand (colour types OpenCV cannot write): `rows` unfiltered scanlines of `bit_depth`-bit
+// samples, with optional PLTE and tRNS chunks.
+std::string png_file(int w, int h, int bit_depth, int color_type, const std::string& rows, const std::string& plte = "",
+                     const std::string& trns = "") {
+  auto be32 = [](uint32_t v) {
+    return std::string{static_cast<char>(v >> 24), static_cast<char>(v >> 16), static_cast<char>(v >> 8),
+                       static_cast<char>(v)};
+  };
+  auto chunk = [&](const std::string& type, const std::string& data) {
+    const std::string body = type + data;
+    const uint32_t crc = static_cast<uint32_t>(crc32(0, reinterpret_cast<const Bytef*>(body.data()), body.size()));
+    return be32(static_cast<uint32_t>(data.size())) + body + be32(crc);
+  };
+  uLongf n = compressBound(rows.size());
+  std::string z(n, '\0');
+  compress(reinterpret_cast<Bytef*>(z.data()), &n, reinterpret_cast<const Bytef*>(rows.data()), rows.size());
+  z.resize(n);
+  std::string ihdr = be32(w) + be32(h) + std::string{static_cast<char>(bit_depth), static_cast<char>(color_type), 0, 0, 0};
+  std::string out = "\x89PNG\r\n\x1a\n" + chunk("IHDR", ihdr);
+  if (!plte.empty()) out += chunk("PLTE", plte);
+  if (!trns.empty()) out += chunk("tRNS", trns);
+  return out + chunk("IDAT", z) + chunk("IEND", "");
+}
+
+// PNGs go through libpng directly: pixel for pixel what cv::imdecode gives for every colour type and depth, and a
+// damaged one is a DataError carrying libpng's reason, with nothing printed by libpng itself.
+TEST(ImageFolder, PngDecodingMatchesOpenCvAndLibpngStaysQuiet) {
+  test::TempDir dir;
+  const fs::path cls = dir.path() / "set" / "c";
+  fs::create_directories(cls);
+  cv::Mat grey(21, 30, CV_8UC1), grey16(9, 11, CV_16UC1), rgb16(12, 10, CV_16UC3), rgba(13, 17, CV_8UC4);
+  cv::randu(grey, 0, 255);
+  cv::randu(grey16, 0, 65535);
+  cv::randu(rgb16, 0, 65535);
+  cv::randu(rgba, 0, 255);
+  ASSERT_TRUE(cv::imwrite((cls / "1_rgb.png").string(), textured(33, 25, 3)));
+  ASSERT_TRUE(cv::imwrite((cls / "2_grey.png").string(), grey));
+  ASSERT_TRUE(cv::imwrite((cls / "3_grey16.png").string(), grey16));
+  ASSERT_TRUE(cv::imwrite((cls / "4_rgb16.png").string(), rgb16));
+  ASSERT_TRUE(cv::imwrite((cls / "5_rgba.png").string(), rgba));
+  // 1-bit grey, 5 x 2: one filter byte and one packed byte per row.
+  spit(cls / "6_grey1.png", png_file(5, 2, 1, 0, std::string("\0\xa8\0\x50", 4)));
+  // An 8-bit palette of three colours with transparency on the first (dropped, as OpenCV and PIL do).
+  spit(cls / "7_palette.png", png_file(3, 2, 8, 3, std::string("\0\0\1\2\0\2\1\0", 8),
+                                       std::string("\xff\0\0\0\xff\0\0\0\xff", 9), std::string("\x10", 1)));
+  auto ds = make_image_folder((dir.path() / "set").string());
+  ASSERT_EQ(ds->size(), 7);
+  for (int64_t i = 0; i < ds->size(); ++i) {
+    const std::string path = ds->describe(i);
+    cv::Mat bgr = cv::imread(path, cv::IMREAD_COLOR), rgb;
+    ASSERT_FALSE(bgr.empty()) << path;
+    cv::cvtColor(bgr, rgb, cv::COLOR_BGR2RGB);
+    const cv::Mat ours = ds->load(i, 3);
+    ASSERT_EQ(ours.size(), rgb.size()) << path;
+    ASSERT_EQ(ours.type(), CV_8UC3) << path;
+    EXPECT_EQ(cv::norm(ours, rgb, cv::NORM_INF), 0.0) << path;
+    const cv::Mat one = cv::imread(path, cv::IMREAD_GRAYSCALE), ours_one = ds->load(i, 1);
+    ASSERT_EQ(ours_one.type(), CV_8UC1) << path;
+    EXPECT_EQ(cv::norm(ours_one, one, cv::NORM_INF), 0.0) << path;
+  }
+  // Damage: a flipped byte inside IDAT (the chunk chain is whole, so only the decoder can tell).
+  std::string bytes = slurp(cls / "1_rgb.png");
+  const size_t idat = bytes.find("IDAT");
+  ASSERT_NE(idat, std::string::npos);
+  bytes[idat + 10] = static_cast<char>(bytes[idat + 10] ^ 0x55);
+  spit(cls / "1_rgb.png", bytes);
+  testing::internal::CaptureStderr();
+  const std::string msg = test::error_of<DataError>([&] { ds->load(0, 3); });
+  const std::string printed = testing::internal::GetCapturedStderr();
+  EXPECT_EQ(msg.rfind(ds->describe(0) + ": cannot decode PNG (", 0), 0u) << msg;
+  EXPECT_NE(msg.find("(IDAT: "), std::string::npos) << msg;  // libpng names the chunk
+  EXPECT_EQ(printed, "") << "libpng printed on its own";
 }
 
 TEST(FashionMnist, TheDebianFilesLoadAsTheRawTensor) {

@@ -15,6 +15,7 @@
 
 #include "nepa/data/dataset.h"
 #include "nepa/data/loader.h"
+#include "nepa/data/subset.h"
 #include "test_util.h"
 
 namespace nepa {
@@ -397,6 +398,38 @@ TEST(DataLoader, UnreadableImagesAreSkippedLoggedAndCountedOnceAndBatchesStayFul
     return all;
   };
   expect_same(run(0), run(3));
+}
+
+// The k-NN memory is a subset of the training set: a bad file the training loader met is known to the subset's
+// loader too, and both report one count (not "1 unreadable image" from one loader after three from the other).
+TEST(DataLoader, ASubsetSharesItsBaseSetsUnreadableCount) {
+  test::TempDir dir;
+  write_tree_with_bad_files(dir.path() / "train");
+  DataConfig c;
+  c.dataset = "image_folder";
+  c.root = dir.path().string();
+  c.image_size = 16;
+  c.max_bad_fraction = 0.5;
+  c.num_workers = 0;
+  auto base = make_dataset(c, "train");
+  auto subset = make_subset(base, base->size(), 7);  // every image, in another order
+  LogCapture log;
+  LoaderOptions o;
+  o.batch_size = 7;
+  DataLoader loader(base, c, o);
+  loader.start(0);
+  while (loader.next()) {
+  }
+  ASSERT_EQ(base->unreadable_count(), 3);
+  EXPECT_EQ(subset->unreadable_count(), 3);
+  int64_t known = 0;
+  for (int64_t i = 0; i < subset->size(); ++i) {
+    EXPECT_EQ(subset->known_unreadable(i), is_bad(subset->describe(i))) << subset->describe(i);
+    known += subset->known_unreadable(i);
+  }
+  EXPECT_EQ(known, 3);
+  for (int64_t i = 0; i < subset->size(); ++i)
+    if (is_bad(subset->describe(i))) EXPECT_FALSE(subset->mark_unreadable(i)) << "marked already, through the base";
 }
 
 TEST(DataLoader, TooManyUnreadableImagesStopWithOneClearLine) {

@@ -12,8 +12,8 @@
    generator back). Without randomness, a 2-process checkpoint resumed by 1 process (2 accumulated
    micro-batches) continues at the same samples (losses of the next 20 steps within 1e-5 of one process run
    throughout).
-3. A rank killed with SIGKILL mid-run ends the other with a non-zero exit and a message naming its own rank,
-   well inside the test's timeout.
+3. A rank killed with SIGKILL mid-run (rank 1, then rank 0, whose process serves the store) ends the other with
+   a non-zero exit and one line naming both ranks and their hosts, without LibTorch's stack traces.
 4. A rank that fails with an error (its dataset is missing) is named, with its error, by the other rank.
 
 usage: check_ddp_cli.py <nepa_pretrain> <work dir>
@@ -191,22 +191,30 @@ def main():
     print(f"a 2-process checkpoint (step {stopped_at}) resumed by 1 process: steps {stopped_at + 1}-{stopped_at + 20} "
           f"within {dl:.1e} of one process throughout")
 
-    # ---- 3. a rank killed mid-run ----------------------------------------------------------------------------
-    run = os.path.join(work, "killed")
-    procs = spawn_ranks(exe, ["--config", cfg, "--output-dir", run, "--set", "schedule.max_steps=100000",
-                              "--set", "train.micro_batch=8"], 2)
-    metrics = os.path.join(run, "metrics.jsonl")
-    deadline = time.time() + 120
-    while time.time() < deadline and not (os.path.exists(metrics) and len(open(metrics).readlines()) >= 5):
-        time.sleep(0.01)
-    t0 = time.time()
-    procs[1].kill()
-    codes, outs = finish(procs, 90)
-    elapsed = time.time() - t0
-    check(codes[0] not in (0, None), f"rank 0 exited {codes[0]} after rank 1 was killed")
-    check("rank 0 of 2" in outs[0] and "failed" in outs[0], "rank 0's message does not name it:\n" + outs[0][-2000:])
-    print(f"rank 1 killed: rank 0 exited {codes[0]} after {elapsed:.1f} s: "
-          + next(l for l in outs[0].splitlines() if "rank 0 of 2" in l).strip())
+    # ---- 3. a rank killed mid-run: the survivor names it (rank and host), in one line, without stack traces ------
+    for victim in (1, 0):
+        run = os.path.join(work, f"killed_{victim}")
+        procs = spawn_ranks(exe, ["--config", cfg, "--output-dir", run, "--set", "schedule.max_steps=100000",
+                                  "--set", "train.micro_batch=8"], 2)
+        metrics = os.path.join(run, "metrics.jsonl")
+        deadline = time.time() + 120
+        while time.time() < deadline and not (os.path.exists(metrics) and len(open(metrics).readlines()) >= 5):
+            time.sleep(0.01)
+        t0 = time.time()
+        procs[victim].kill()
+        codes, outs = finish(procs, 90)
+        elapsed = time.time() - t0
+        survivor = 1 - victim
+        out = outs[survivor]
+        check(codes[survivor] not in (0, None), f"rank {survivor} exited {codes[survivor]} after rank {victim} was killed")
+        lines = [l for l in out.splitlines() if f"rank {survivor} of 2 (" in l and "failed:" in l]
+        check(len(lines) == 1, f"rank {survivor} should report once:\n" + out[-3000:])
+        named = (f"rank(s) {victim} (" in lines[0] and "stopped answering" in lines[0]) if victim else \
+            "rank 0 (" in lines[0] and "is gone: the rendezvous store it served stopped answering" in lines[0]
+        check(named, f"rank {survivor} does not name rank {victim}:\n" + lines[0])
+        check("frame #" not in out and "Exception raised from" not in out,
+              f"stack traces in rank {survivor}'s output:\n" + out[-3000:])
+        print(f"rank {victim} killed: rank {survivor} exited {codes[survivor]} after {elapsed:.1f} s: " + lines[0].strip())
 
     # ---- 4. a rank that fails with an error is named by the other ------------------------------------------
     run = os.path.join(work, "failing")
@@ -214,9 +222,9 @@ def main():
                         per_rank_args=[[], ["--set", "data.dataset=image_folder", "--set", "data.root=/nonexistent"]])
     codes, outs = finish(procs, 90)
     check(codes[0] != 0 and codes[1] != 0, f"exit codes {codes}")
-    check("rank 1 reported: image_folder: /nonexistent/train is not a directory" in outs[0],
+    check(") reported: image_folder: /nonexistent/train is not a directory" in outs[0] and "failed: rank 1 (" in outs[0],
           "rank 0 does not name rank 1's error:\n" + outs[0][-2000:])
-    print("rank 1 failed to open its data: " + next(l for l in outs[0].splitlines() if "rank 1 reported" in l).strip())
+    print("rank 1 failed to open its data: " + next(l for l in outs[0].splitlines() if ") reported: " in l).strip())
     print("OK")
 
 

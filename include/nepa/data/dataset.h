@@ -40,11 +40,12 @@ class Dataset {
   virtual std::vector<std::string> class_names() const { return {}; }
 
   // Unreadable samples met by any loader of this dataset (train loop and k-NN loaders share it), so a bad file
-  // is decoded, logged and counted once per run, not once per epoch or per loader. Thread-safe.
+  // is decoded, logged and counted once per run, not once per epoch or per loader. Thread-safe. A view of
+  // another dataset (a subset) keeps its marks in that dataset, so every view of one set counts alike.
   // Returns true the first time `index` is marked.
-  bool mark_unreadable(int64_t index) const;
-  bool known_unreadable(int64_t index) const;
-  int64_t unreadable_count() const;
+  virtual bool mark_unreadable(int64_t index) const;
+  virtual bool known_unreadable(int64_t index) const;
+  virtual int64_t unreadable_count() const;
 
  private:
   mutable std::mutex bad_mutex_;

@@ -33,6 +33,13 @@
 
 namespace nepa::dist {
 
+// A collective failed because of another rank (its error, its death, its silence), as seen from this one. The
+// message names that rank and its host when the store can tell; this rank has already told the others.
+class PeerFailure : public DistError {
+ public:
+  using DistError::DistError;
+};
+
 class Comm {
  public:
   // A world of one.
@@ -84,7 +91,8 @@ class Comm {
   void report_failure(const std::string& what) noexcept;
 
  private:
-  [[noreturn]] void fail(const std::string& op, const std::string& why) const;
+  [[noreturn]] void fail(const std::string& op, const std::string& why, bool timed_out = false) const;
+  std::string diagnose(bool timed_out) const;
   void require_on_device(const char* op, const torch::Tensor& tensor) const;
   struct Impl;
   std::unique_ptr<Impl> impl_;
@@ -93,6 +101,7 @@ class Comm {
   std::string backend_ = "none";
   torch::Device device_ = torch::kCPU;
   std::chrono::milliseconds timeout_{0};
+  std::string host_ = "?", host0_ = "?";
   mutable bool failed_ = false;  // a collective failed: shut down by abort, not by a clean shutdown
 };
 
