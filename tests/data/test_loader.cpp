@@ -322,6 +322,16 @@ void write_tree_with_bad_files(const fs::path& root) {
   std::ofstream(cls / "notes.png") << "this is not an image\n";
 }
 
+// An image_folder config over write_tree_with_bad_files, written under `dir`.
+DataConfig bad_tree_config(const test::TempDir& dir) {
+  write_tree_with_bad_files(dir.path() / "train");
+  DataConfig c;
+  c.dataset = "image_folder";
+  c.root = dir.path().string();
+  c.image_size = 16;
+  return c;
+}
+
 bool is_bad(const std::string& path) {
   return path.find("truncated") != std::string::npos || path.find("zero") != std::string::npos ||
          path.find("notes") != std::string::npos;
@@ -350,11 +360,7 @@ size_t occurrences(const std::string& text, const std::string& what) {
 
 TEST(DataLoader, UnreadableImagesAreSkippedLoggedAndCountedOnceAndBatchesStayFull) {
   test::TempDir dir;
-  write_tree_with_bad_files(dir.path() / "train");
-  DataConfig c;
-  c.dataset = "image_folder";
-  c.root = dir.path().string();
-  c.image_size = 16;
+  DataConfig c = bad_tree_config(dir);
   c.max_bad_fraction = 0.2;  // 3 bad of 21: allowed (limit floor(4.2) = 4)
   auto run = [&](int workers) {
     LogCapture log;
@@ -404,11 +410,7 @@ TEST(DataLoader, UnreadableImagesAreSkippedLoggedAndCountedOnceAndBatchesStayFul
 // loader too, and both report one count (not "1 unreadable image" from one loader after three from the other).
 TEST(DataLoader, ASubsetSharesItsBaseSetsUnreadableCount) {
   test::TempDir dir;
-  write_tree_with_bad_files(dir.path() / "train");
-  DataConfig c;
-  c.dataset = "image_folder";
-  c.root = dir.path().string();
-  c.image_size = 16;
+  DataConfig c = bad_tree_config(dir);
   c.max_bad_fraction = 0.5;
   c.num_workers = 0;
   auto base = make_dataset(c, "train");
@@ -434,11 +436,7 @@ TEST(DataLoader, ASubsetSharesItsBaseSetsUnreadableCount) {
 
 TEST(DataLoader, TooManyUnreadableImagesStopWithOneClearLine) {
   test::TempDir dir;
-  write_tree_with_bad_files(dir.path() / "train");
-  DataConfig c;
-  c.dataset = "image_folder";
-  c.root = dir.path().string();
-  c.image_size = 16;
+  DataConfig c = bad_tree_config(dir);
   c.max_bad_fraction = 0.1;  // limit floor(2.1) = 2 < 3
   for (int workers : {0, 2}) {
     SCOPED_TRACE("workers " + std::to_string(workers));
