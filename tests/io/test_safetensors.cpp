@@ -1,6 +1,13 @@
 #include "nepa/io/safetensors.h"
 
 #include <gtest/gtest.h>
+#include <sys/resource.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <csignal>
+#include <cstdio>
+#include <fstream>
 
 #include "nepa/io/atomic_file.h"
 #include "test_util.h"
@@ -118,5 +125,39 @@ TEST(Safetensors, InterruptedWriteLeavesThePreviousFile) {
   EXPECT_TRUE(torch::equal(back.at("x"), torch::ones({3})));
   int leftovers = 0;
   for (const auto& e : std::filesystem::directory_iterator(d.path())) leftovers += e.path().filename() != "w.safetensors";
+  EXPECT_EQ(leftovers, 0);
+}
+
+// A write that the system refuses (here a file-size limit, EFBIG, standing in for a full disk) is an error that
+// carries the system's reason, and leaves no partial file. In a child process: the limit must not outlive it.
+TEST(Safetensors, AFailedWriteSaysWhy) {
+  TempDir d;
+  const std::string path = d.file("big.safetensors"), report = d.file("report.txt");
+  const pid_t child = ::fork();
+  if (child == 0) {
+    std::signal(SIGXFSZ, SIG_IGN);  // the write then fails with EFBIG instead of killing the process
+    rlimit limit{4096, 4096};
+    ::setrlimit(RLIMIT_FSIZE, &limit);
+    std::string what = "no error";
+    try {
+      save_safetensors(path, {{"w", torch::zeros({100000})}});
+    } catch (const std::exception& e) {
+      what = e.what();
+    }
+    std::FILE* f = std::fopen(report.c_str(), "w");
+    std::fputs(what.c_str(), f);
+    std::fclose(f);
+    ::_exit(0);
+  }
+  int status = 0;
+  ::waitpid(child, &status, 0);
+  ASSERT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+  std::ifstream in(report);
+  const std::string what((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  EXPECT_NE(what.find(path), std::string::npos) << what;
+  EXPECT_NE(what.find("File too large"), std::string::npos) << what;
+  EXPECT_FALSE(std::filesystem::exists(path));
+  int leftovers = 0;
+  for (const auto& e : std::filesystem::directory_iterator(d.path())) leftovers += e.path().filename() != "report.txt";
   EXPECT_EQ(leftovers, 0);
 }
