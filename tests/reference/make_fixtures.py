@@ -20,6 +20,7 @@ import sys
 
 import torch
 from safetensors.torch import save_file
+from upernet_reference import UPerNetReference
 from torch import nn
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -122,9 +123,49 @@ def write_case(out, name, overrides, h, w, seed, opts):
               os.path.join(out, name, "expected.safetensors"))
 
 
+def write_upernet_case(out, seed):
+    """UPerNet (tests/reference/upernet_reference.py) on four random 16-wide 5x5 grids: eval-mode outputs, and
+    train-mode outputs, running statistics and every parameter's gradient of sum(logits * R) + 0.4 sum(aux * S)."""
+    gen = torch.Generator().manual_seed(seed)
+    model = UPerNetReference(dim=16, channels=8, aux_channels=6, classes=5)
+    randomise(model, gen)
+    with torch.no_grad():
+        for name, b in model.named_buffers():
+            if name.endswith("running_mean"):
+                b.copy_(torch.randn(b.shape, generator=gen) * 0.1)
+            elif name.endswith("running_var"):
+                b.copy_(torch.rand(b.shape, generator=gen) + 0.5)
+    grids = [torch.randn(2, 16, 5, 5, generator=gen) for _ in range(4)]
+    inputs = {f"grid{i}": g.contiguous() for i, g in enumerate(grids)}
+    weights32 = {k: v.detach().float().contiguous() for k, v in model.state_dict().items()}
+    model = model.double()
+    model.load_state_dict({k: v.double() if v.is_floating_point() else v for k, v in weights32.items()})
+    expected = {}
+    model.eval()
+    with torch.no_grad():
+        logits, aux = model([g.double() for g in grids])
+    expected["eval.logits"], expected["eval.aux_logits"] = logits, aux
+    model.train()
+    logits, aux = model([g.double() for g in grids])
+    r, s = torch.randn(logits.shape, generator=gen), torch.randn(aux.shape, generator=gen)
+    inputs["weights_main"], inputs["weights_aux"] = r, s
+    ((logits * r.double()).sum() + 0.4 * (aux * s.double()).sum()).backward()
+    expected["train.logits"], expected["train.aux_logits"] = logits.detach(), aux.detach()
+    for name, p in model.named_parameters():
+        expected["grad." + name] = p.grad
+    for name, b in model.named_buffers():
+        if "running" in name:
+            expected["state." + name] = b
+    os.makedirs(os.path.join(out, "upernet"), exist_ok=True)
+    save_file(weights32, os.path.join(out, "upernet", "model.safetensors"))
+    save_file(inputs, os.path.join(out, "upernet", "input.safetensors"))
+    save_file({k: v.double().contiguous() for k, v in expected.items()}, os.path.join(out, "upernet", "expected.safetensors"))
+
+
 def main():
     out = sys.argv[1]
     torch.set_num_threads(1)
+    write_upernet_case(out, 4242)
     for i, (name, case) in enumerate(CASES.items()):
         overrides, h, w = case[:3]
         write_case(out, name, overrides, h, w, 1000 + i, case[3] if len(case) > 3 else {})
