@@ -6,21 +6,12 @@
 
 #include "dist/run_ranks.h"
 #include "nepa/io/hf_checkpoint.h"
+#include "model/upernet_test_util.h"
 #include "nepa/model/upernet.h"
 #include "test_util.h"
 
 namespace nepa {
 namespace {
-
-UPerNetOptions small_options() {
-  UPerNetOptions o;
-  o.in_channels = 16;
-  o.channels = 8;
-  o.aux_channels = 6;
-  o.num_classes = 5;
-  o.dropout = 0.0;
-  return o;
-}
 
 std::vector<torch::Tensor> grids(int64_t batch, int64_t dim, int64_t h, int64_t w, uint64_t seed) {
   torch::manual_seed(seed);
@@ -42,7 +33,7 @@ TEST(UPerNet, PyramidStridesAndHeadShapesForBaseAndLarge) {
     const std::vector<int64_t> sides = {20, 10, 5, 2};
     for (size_t i = 0; i < 4; ++i) EXPECT_EQ(levels[i].sizes(), torch::IntArrayRef({1, dim, sides[i], sides[i]})) << i;
   }
-  UPerNetOptions o = small_options();
+  UPerNetOptions o = test::small_upernet_options();
   UPerNet net(o);
   net->eval();
   const auto out = net->forward(grids(2, o.in_channels, 37, 37, 1));
@@ -51,7 +42,7 @@ TEST(UPerNet, PyramidStridesAndHeadShapesForBaseAndLarge) {
 }
 
 TEST(UPerNet, ParameterNamesAreMmsegs) {
-  UPerNet net(small_options());
+  UPerNet net(test::small_upernet_options());
   const auto sd = state_dict(*net);
   for (const char* name :
        {"backbone.fpn1.0.weight", "backbone.fpn1.1.running_var", "backbone.fpn1.3.bias", "backbone.fpn2.0.weight",
@@ -67,7 +58,7 @@ TEST(UPerNet, ParameterNamesAreMmsegs) {
 // ranks holding half a batch each equal one process on the whole batch.
 TEST(UPerNet, SyncBatchNormOverTwoRanksEqualsOneProcessOnTheWholeBatch) {
   torch::set_num_threads(1);
-  const UPerNetOptions o = small_options();
+  const UPerNetOptions o = test::small_upernet_options();
   torch::manual_seed(3);
   UPerNet single(o);
   std::map<std::string, torch::Tensor> init;  // copies: state_dict() hands out the module's own tensors

@@ -6,6 +6,7 @@
 
 #include "nepa/io/hf_checkpoint.h"
 #include "nepa/io/safetensors.h"
+#include "model/upernet_test_util.h"
 #include "nepa/model/upernet.h"
 #include "test_util.h"
 
@@ -17,13 +18,7 @@ TEST(UPerNetParity, ForwardStatisticsAndGradientsEqualTheReference) {
   const auto weights = load_safetensors(dir + "model.safetensors");
   const auto inputs = load_safetensors(dir + "input.safetensors");
   const auto expected = load_safetensors(dir + "expected.safetensors");
-  UPerNetOptions o;
-  o.in_channels = 16;
-  o.channels = 8;
-  o.aux_channels = 6;
-  o.num_classes = 5;
-  o.dropout = 0.0;
-  UPerNet net(o);
+  UPerNet net(test::small_upernet_options());
   load_state_dict(*net, weights, /*strict=*/true, dir + "model.safetensors");
   std::vector<torch::Tensor> grids;
   for (int i = 0; i < 4; ++i) grids.push_back(inputs.at("grid" + std::to_string(i)));
