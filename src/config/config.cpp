@@ -277,9 +277,9 @@ void validate(const Config& cfg, const ConfigOrigins& origins) {
             "masking needs model.use_mask_token: true");
 
   const auto& d = cfg.data;
-  static const std::set<std::string> datasets = {"fashion_mnist", "image_folder", "synthetic"};
+  static const std::set<std::string> datasets = {"fashion_mnist", "image_folder", "ade20k", "synthetic"};
   c.require(datasets.count(d.dataset) > 0, "data.dataset",
-            "unknown dataset '" + d.dataset + "' (fashion_mnist, image_folder, synthetic)");
+            "unknown dataset '" + d.dataset + "' (fashion_mnist, image_folder, ade20k, synthetic)");
   c.require(d.num_channels == 1 || d.num_channels == 3, "data.num_channels", "must be 1 or 3");
   c.require(d.num_channels == cfg.model.num_channels, "data.num_channels",
             "is " + std::to_string(d.num_channels) + " but model.num_channels is " +
@@ -403,6 +403,8 @@ void validate_for_training(const Config& cfg, const ConfigOrigins& origins, int 
                 " x " + std::to_string(world_size) + " processes");
   c.require(cfg.data.dataset != "image_folder" || !cfg.data.root.empty(), "data.root",
             "required for dataset image_folder: set it in the config or with --set data.root=/path/to/dataset");
+  c.require(cfg.data.dataset != "ade20k" || !cfg.data.root.empty(), "data.root",
+            "required for dataset ade20k: the ADEChallengeData2016 folder (--set data.root=/path/to/ADEChallengeData2016)");
   c.require(!cfg.finetune.init_ema || !cfg.finetune.init.empty(), "finetune.init_ema",
             "needs finetune.init (the training checkpoint whose EMA weights to start from)");
 }

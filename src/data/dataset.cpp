@@ -1,5 +1,6 @@
 #include "nepa/data/dataset.h"
 
+#include <fmt/format.h>
 #include <opencv2/imgcodecs.hpp>
 #include <opencv2/imgproc.hpp>
 #include <sys/stat.h>
@@ -16,8 +17,10 @@
 #include <map>
 #include <system_error>
 
+#include "nepa/data/ade20k.h"
 #include "nepa/data/fashion_mnist.h"
 #include "nepa/data/transforms.h"
+#include "decode.h"
 #include "png_decode.h"
 
 // After <cstdio>: jpeglib.h uses FILE without including it.
@@ -181,6 +184,35 @@ cv::Mat decode_jpeg(const std::vector<uchar>& bytes, int channels, const std::st
   return r == JpegResult::kOk ? out : cv::Mat();
 }
 
+}  // namespace
+
+cv::Mat data_detail::decode_image_file(const std::string& path, int channels) {
+  const std::vector<uchar> bytes = read_file(path);
+  if (bytes.empty()) throw DataError(path + ": empty file");
+  if (const char* why = incomplete_reason(bytes)) throw DataError(path + ": " + why);
+  if (bytes.size() >= 3 && bytes[0] == 0xFF && bytes[1] == 0xD8 && bytes[2] == 0xFF) {
+    cv::Mat img = decode_jpeg(bytes, channels, path);
+    if (!img.empty()) return img;
+  }
+  if (is_png(bytes)) {
+    cv::Mat img = data_detail::decode_png(bytes, channels, path);
+    if (!img.empty()) return img;
+  }
+  // EXIF orientation is ignored, as PIL's Image.open (torchvision's loader) ignores it.
+  const int flags = (channels == 1 ? cv::IMREAD_GRAYSCALE : cv::IMREAD_COLOR) | cv::IMREAD_IGNORE_ORIENTATION;
+  cv::Mat img;
+  try {
+    img = cv::imdecode(bytes, flags);
+    if (!img.empty() && channels == 3) cv::cvtColor(img, img, cv::COLOR_BGR2RGB);
+  } catch (const cv::Exception& e) {
+    throw DataError(path + ": cannot decode (" + e.err + ")");
+  }
+  if (img.empty()) throw DataError(path + ": not a decodable image");
+  return img;
+}
+
+namespace {
+
 class ImageFolderDataset : public Dataset {
  public:
   ImageFolderDataset(const std::string& root, const std::string& file_list) : root_(root) {
@@ -235,29 +267,7 @@ class ImageFolderDataset : public Dataset {
   std::vector<std::string> class_names() const override { return classes_; }
   cv::Mat load(int64_t i, int channels) const override {
     check_channels(channels);
-    const std::string& path = paths_.at(i);
-    const std::vector<uchar> bytes = read_file(path);
-    if (bytes.empty()) throw DataError(path + ": empty file");
-    if (const char* why = incomplete_reason(bytes)) throw DataError(path + ": " + why);
-    if (bytes.size() >= 3 && bytes[0] == 0xFF && bytes[1] == 0xD8 && bytes[2] == 0xFF) {
-      cv::Mat img = decode_jpeg(bytes, channels, path);
-      if (!img.empty()) return img;
-    }
-    if (is_png(bytes)) {
-      cv::Mat img = data_detail::decode_png(bytes, channels, path);
-      if (!img.empty()) return img;
-    }
-    // EXIF orientation is ignored, as PIL's Image.open (torchvision's loader) ignores it.
-    const int flags = (channels == 1 ? cv::IMREAD_GRAYSCALE : cv::IMREAD_COLOR) | cv::IMREAD_IGNORE_ORIENTATION;
-    cv::Mat img;
-    try {
-      img = cv::imdecode(bytes, flags);
-      if (!img.empty() && channels == 3) cv::cvtColor(img, img, cv::COLOR_BGR2RGB);
-    } catch (const cv::Exception& e) {
-      throw DataError(path + ": cannot decode (" + e.err + ")");
-    }
-    if (img.empty()) throw DataError(path + ": not a decodable image");
-    return img;
+    return data_detail::decode_image_file(paths_.at(i), channels);
   }
 
  private:
@@ -346,6 +356,18 @@ class SyntheticDataset : public Dataset {
 
 }  // namespace
 
+DenseSample load_dense_sample(const Dataset& dataset, int64_t index, int channels) {
+  DenseSample s{dataset.load(index, channels), dataset.load_label_map(index)};
+  if (s.image.size() != s.labels.size())
+    throw DataError(fmt::format("{}: the image is {}x{} but its label map is {}x{}", dataset.describe(index),
+                                s.image.cols, s.image.rows, s.labels.cols, s.labels.rows));
+  return s;
+}
+
+cv::Mat Dataset::load_label_map(int64_t index) const {
+  throw std::logic_error("Dataset::load_label_map: " + describe(index) + " belongs to a set without label maps");
+}
+
 bool Dataset::mark_unreadable(int64_t index) const {
   std::lock_guard<std::mutex> lock(bad_mutex_);
   return bad_.insert(index).second;
@@ -388,9 +410,10 @@ std::shared_ptr<Dataset> make_dataset(const DataConfig& config, const std::strin
     if (config.root.empty()) throw DataError("image_folder: data.root is not set");
     return make_image_folder((fs::path(config.root) / split).string(), config.file_list);
   }
+  if (config.dataset == "ade20k") return make_ade20k(config.root, split, config.reduce_zero_label);
   if (config.dataset == "fashion_mnist") return make_fashion_mnist(config.root, split);
   if (config.dataset == "synthetic") return make_synthetic(config.synthetic_size, config.image_size, split);
-  throw DataError("unknown dataset '" + config.dataset + "' (fashion_mnist, image_folder, synthetic)");
+  throw DataError("unknown dataset '" + config.dataset + "' (fashion_mnist, image_folder, ade20k, synthetic)");
 }
 
 }  // namespace nepa

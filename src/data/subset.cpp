@@ -26,6 +26,8 @@ class SubsetDataset : public Dataset {
   bool mark_unreadable(int64_t index) const override { return base_->mark_unreadable(indices_.at(index)); }
   bool known_unreadable(int64_t index) const override { return base_->known_unreadable(indices_.at(index)); }
   int64_t unreadable_count() const override { return base_->unreadable_count(); }
+  bool has_label_maps() const override { return base_->has_label_maps(); }
+  cv::Mat load_label_map(int64_t index) const override { return base_->load_label_map(indices_.at(index)); }
 
  private:
   std::shared_ptr<const Dataset> base_;
@@ -45,10 +47,12 @@ std::vector<int64_t> subset_indices(const Dataset& base, int64_t n, uint64_t see
   if (n < 1 || n > total)
     throw DataError(fmt::format("data.train_samples = {}: {} has {} images", n, base.describe_set(), total));
   std::mt19937_64 rng(seed);
-  const int classes = std::max(base.num_classes(), 1);
+  // Balanced over image labels where samples have one (a segmentation set has classes but no image label).
+  const bool labelled = base.num_classes() > 0 && !base.has_label_maps();
+  const int classes = labelled ? base.num_classes() : 1;
   std::vector<std::vector<int64_t>> by_class(static_cast<size_t>(classes));
   for (int64_t i = 0; i < total; ++i) {
-    const int64_t c = base.num_classes() > 0 ? base.label(i) : 0;
+    const int64_t c = labelled ? base.label(i) : 0;
     by_class.at(static_cast<size_t>(c)).push_back(i);
   }
   for (auto& members : by_class) seeded_shuffle(members, rng);
@@ -72,7 +76,8 @@ std::shared_ptr<Dataset> make_train_dataset(const DataConfig& config) {
   const int64_t total = set->size();
   auto subset = make_subset(set, config.train_samples, static_cast<uint64_t>(config.subset_seed));
   spdlog::info("data: training on {} of the {} images of {} (data.train_samples, {}subset_seed {})", subset->size(),
-               total, set->describe_set(), set->num_classes() > 0 ? "class-balanced, " : "", config.subset_seed);
+               total, set->describe_set(), set->num_classes() > 0 && !set->has_label_maps() ? "class-balanced, " : "",
+               config.subset_seed);
   return subset;
 }
 

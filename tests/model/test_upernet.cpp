@@ -7,6 +7,7 @@
 #include "dist/run_ranks.h"
 #include "nepa/io/hf_checkpoint.h"
 #include "model/upernet_test_util.h"
+#include "nepa/model/segmenter.h"
 #include "nepa/model/upernet.h"
 #include "test_util.h"
 
@@ -104,9 +105,10 @@ TEST(UPerNet, SyncBatchNormOverTwoRanksEqualsOneProcessOnTheWholeBatch) {
     EXPECT_LE(test::max_abs_diff(outs[r].aux_logits, whole.aux_logits.narrow(0, 2 * r, 2)), 1e-5);
     for (const auto& p : single->named_parameters())
       EXPECT_LE(test::max_abs_diff(grads[r].at(p.key()), p.value().grad()), 1e-6) << p.key();
-    for (const auto& [name, t] : state_dict(*single))
-      if (name.find("running_") != std::string::npos)
-        EXPECT_LE(test::max_abs_diff(states[r].at(name), t), 1e-6) << name;
+    for (const auto& [name, t] : state_dict(*single)) {
+      if (name.find("running_") == std::string::npos) continue;
+      EXPECT_LE(test::max_abs_diff(states[r].at(name), t), 1e-6) << name;
+    }
   }
   // Without the sync each rank normalises with its own half's statistics: visibly different.
   UPerNet unsynced(o);
@@ -115,6 +117,44 @@ TEST(UPerNet, SyncBatchNormOverTwoRanksEqualsOneProcessOnTheWholeBatch) {
   std::vector<torch::Tensor> first;
   for (const auto& g : input) first.push_back(g.narrow(0, 0, 2));
   EXPECT_GT(test::max_abs_diff(unsynced->forward(first).logits, whole.logits.narrow(0, 0, 2)), 1e-3);
+}
+
+// The segmenter feeds the heads the patch tokens of the chosen blocks as grids: equal to the backbone's own hidden
+// states of those blocks, reshaped, on a non-square image; gradients reach the backbone.
+TEST(NepaSegmenter, FeaturesAreTheChosenBlocksPatchGridsAndTrainEndToEnd) {
+  ModelConfig m = test::tiny_model_config();
+  m.num_hidden_layers = 4;
+  m.is_causal = false;
+  UPerNetOptions o = test::small_upernet_options();
+  o.in_channels = m.hidden_size;
+  NepaSegmenter seg(m, o, std::vector<int>{0, 1, 2, 3});
+  seg->eval();
+  torch::manual_seed(2);
+  const torch::Tensor x = torch::randn({2, 3, 3 * m.patch_size, 5 * m.patch_size});
+  ForwardOptions opts;
+  opts.output_hidden_states = true;
+  const auto hidden = seg->vit_nepa->forward(x, opts).hidden_states;
+  const auto grids = seg->features(x);
+  ASSERT_EQ(grids.size(), 4u);
+  for (int i = 0; i < 4; ++i) {
+    ASSERT_EQ(grids[i].sizes(), torch::IntArrayRef({2, m.hidden_size, 3, 5}));
+    // Grid cell (row 1, column 2) is patch token 1 * 5 + 2, after the CLS token.
+    EXPECT_TRUE(torch::equal(grids[i].select(2, 1).select(2, 2), hidden[i + 1].select(1, 1 + 7))) << i;
+  }
+  seg->train();
+  const UPerNetOutput out = seg->forward(x);
+  EXPECT_EQ(out.logits.sizes(), torch::IntArrayRef({2, o.num_classes, 12, 20}));
+  out.logits.sum().backward();
+  const auto names = seg->named_parameters();
+  const torch::Tensor g = names["vit_nepa.embeddings.patch_embeddings.projection.weight"].grad();
+  ASSERT_TRUE(g.defined());
+  EXPECT_GT(g.abs().sum().item<double>(), 0.0);
+  EXPECT_TRUE(names.contains("vit_nepa.embeddings.patch_embeddings.projection.weight"));
+  EXPECT_TRUE(names.contains("backbone.fpn1.0.weight"));
+  EXPECT_TRUE(names.contains("decode_head.conv_seg.weight"));
+  EXPECT_FALSE(names.contains("upernet.decode_head.conv_seg.weight"));
+  EXPECT_THROW(NepaSegmenter(m, o, std::vector<int>{0, 1, 2}), std::invalid_argument);
+  EXPECT_THROW(NepaSegmenter(m, o, std::vector<int>{0, 2, 1, 3}), std::invalid_argument);
 }
 
 }  // namespace

@@ -107,6 +107,7 @@ struct DataConfig {
   std::string root;
   std::string split = "train";
   std::string eval_split = "test";
+  bool reduce_zero_label = true;
   int image_size = 224;
   int num_channels = 3;
   std::vector<double> mean = {0.5, 0.5, 0.5};
@@ -130,10 +131,12 @@ struct DataConfig {
 
   template <class Self, class V>
   static void visit(Self& self, V& v) {
-    v("dataset", self.dataset, "fashion_mnist | image_folder | synthetic");
+    v("dataset", self.dataset, "fashion_mnist | image_folder | ade20k (root: the ADEChallengeData2016 folder) | synthetic");
     v("root", self.root, "dataset root (ImageFolder: root/<split>/<class>/<img>; fashion_mnist: IDX folder, empty = Debian path)");
     v("split", self.split, "training split (sub-folder or file prefix)");
     v("eval_split", self.eval_split, "evaluation split");
+    v("reduce_zero_label", self.reduce_zero_label,
+      "ade20k: annotation 0 ('other') is ignored (255) and class k becomes k - 1, as mmseg trains ADE20K");
     v("image_size", self.image_size, "side of the crops fed to the model");
     v("num_channels", self.num_channels, "3 = RGB (grayscale replicated); 1 = keep single channel");
     v("mean", self.mean, "per-channel normalisation mean");

@@ -38,6 +38,10 @@ class Dataset {
   virtual std::string describe_set() const { return "the dataset"; }
   // Class names by index where the data has them (ImageFolder folders, Fashion-MNIST's ten), else empty.
   virtual std::vector<std::string> class_names() const { return {}; }
+  // Segmentation sets: a class map per image (CV_8UC1, the image's size, 255 = ignore). label() is -1 there.
+  virtual bool has_label_maps() const { return false; }
+  // Throws DataError naming the file for an unreadable or mismatched map; std::logic_error without label maps.
+  virtual cv::Mat load_label_map(int64_t index) const;
 
   // Unreadable samples met by any loader of this dataset (train loop and k-NN loaders share it), so a bad file
   // is decoded, logged and counted once per run, not once per epoch or per loader. Thread-safe. A view of
@@ -51,6 +55,14 @@ class Dataset {
   mutable std::mutex bad_mutex_;
   mutable std::set<int64_t> bad_;
 };
+
+// An image and its label map, for sets with label maps: a map of another size than its image is an unreadable
+// sample (DataError naming both files and sizes), like a file that does not decode.
+struct DenseSample {
+  cv::Mat image;   // as Dataset::load
+  cv::Mat labels;  // CV_8UC1, the image's size, 255 = ignore
+};
+DenseSample load_dense_sample(const Dataset& dataset, int64_t index, int channels);
 
 // ImageNet layout: <root>/<class>/<image>, class index = position of the folder name in sorted order.
 // Extensions .jpg .jpeg .png .webp .bmp (any case). `file_list` (optional) restricts the set to the listed
