@@ -3,14 +3,17 @@
 #include <spdlog/spdlog.h>
 #include <torch/torch.h>
 
+#include <algorithm>
 #include <cmath>
 #include <condition_variable>
 #include <deque>
 #include <exception>
 #include <mutex>
 #include <thread>
+#include <vector>
 
 #include "nepa/data/randaugment.h"
+#include "nepa/data/seg_transforms.h"
 #include "nepa/data/transforms.h"
 
 namespace nepa {
@@ -35,6 +38,7 @@ struct Slot {
   int64_t epoch = 0, batch = 0;
   int64_t first = 0, count = 0;  // positions [first, first + count) of the epoch order
   torch::Tensor images, labels, indices;
+  torch::Tensor label_maps;  // uint8 [count, size, size], dense (segmentation) batches only
   int64_t next_sample = 0, done = 0;
   std::exception_ptr error;
 };
@@ -76,20 +80,24 @@ struct DataLoader::Impl {
         torch::empty({s->count, c, size, size}, torch::TensorOptions().dtype(torch::kFloat32).pinned_memory(pin));
     s->labels = torch::empty({s->count}, torch::TensorOptions().dtype(torch::kInt64).pinned_memory(pin));
     s->indices = torch::empty({s->count}, torch::kInt64);
+    if (options.dense)
+      s->label_maps = torch::empty({s->count, size, size}, torch::TensorOptions().dtype(torch::kUInt8).pinned_memory(pin));
     return s;
   }
 
   // The image at position `pos` of the order or, if it is unreadable, the next readable one after it (wrapping):
   // a function of the order and the files only, so the batch does not depend on which thread met the bad file.
-  cv::Mat load_at(const std::vector<int64_t>& ord, int64_t pos, int64_t& index_out) const {
+  // With dense batches the sample is the image and its label map, and a mismatched pair is unreadable too.
+  DenseSample load_at(const std::vector<int64_t>& ord, int64_t pos, int64_t& index_out) const {
     const int64_t n = static_cast<int64_t>(ord.size());
     for (int64_t tries = 0; tries < n; ++tries) {
       const int64_t index = ord[(pos + tries) % n];
       if (dataset->known_unreadable(index)) continue;
       try {
-        cv::Mat img = dataset->load(index, config.num_channels);
+        DenseSample sample = options.dense ? load_dense_sample(*dataset, index, config.num_channels)
+                                           : DenseSample{dataset->load(index, config.num_channels), cv::Mat()};
         index_out = index;
-        return img;
+        return sample;
       } catch (const DataError& e) {
         const bool first_time = dataset->mark_unreadable(index);
         const int64_t count = dataset->unreadable_count();
@@ -104,11 +112,32 @@ struct DataLoader::Impl {
     throw DataError("data: no readable image in " + dataset->describe_set());
   }
 
+  // A segmentation sample: image and label map through the joint training view, the image normalised and padded
+  // with 0 (in normalised units, as mmseg's data preprocessor pads), the map padded with 255.
+  void fill_dense(Slot& s, int64_t k, const DenseSample& sample, int64_t index, SampleRng& rng) const {
+    const SegView view = seg_train_view(sample.image, sample.labels, *options.dense, rng);
+    const int c = config.num_channels, size = config.image_size, h = view.image.rows, w = view.image.cols;
+    std::vector<float> plane(static_cast<size_t>(c) * h * w);
+    normalise_into(view.image, config.mean, config.std, plane.data());
+    float* dst = s.images.data_ptr<float>() + k * c * size * size;
+    std::fill(dst, dst + c * size * size, 0.0f);
+    for (int ch = 0; ch < c; ++ch)
+      for (int y = 0; y < h; ++y)
+        std::copy_n(plane.data() + (static_cast<size_t>(ch) * h + y) * w, w, dst + (static_cast<size_t>(ch) * size + y) * size);
+    const cv::Mat labels = pad_labels(view.labels, size, options.dense->ignore_index);
+    uint8_t* lab = s.label_maps.data_ptr<uint8_t>() + k * size * size;
+    for (int y = 0; y < size; ++y) std::copy_n(labels.ptr<uint8_t>(y), size, lab + static_cast<size_t>(y) * size);
+    s.labels.data_ptr<int64_t>()[k] = -1;
+    s.indices.data_ptr<int64_t>()[k] = index;
+  }
+
   void fill(Slot& s, const std::vector<int64_t>& ord, int64_t k) const {
     int64_t index = -1;
-    const cv::Mat img = load_at(ord, s.first + k, index);
+    const DenseSample sample = load_at(ord, s.first + k, index);
     // The sample's own generator: its augmentation does not depend on who loads it or when.
     SampleRng rng = SampleRng::for_sample(options.seed, s.epoch, index);
+    if (options.dense) return fill_dense(s, k, sample, index, rng);
+    const cv::Mat& img = sample.image;
     const cv::Mat view = options.train ? train_transform(img, config, rng) : eval_transform(img, config);
     const int c = config.num_channels, size = config.image_size;
     if (view.rows != size || view.cols != size || view.channels() != c)
@@ -188,6 +217,17 @@ DataLoader::DataLoader(std::shared_ptr<const Dataset> dataset, const DataConfig&
       static_cast<int>(config.mean.size()) != config.num_channels ||
       static_cast<int>(config.std.size()) != config.num_channels || config.image_size <= 0)
     throw std::invalid_argument("DataLoader: data.num_channels, mean, std or image_size inconsistent");
+  if (options.dense) {
+    if (!options.train)
+      throw std::invalid_argument("DataLoader: dense batches are for training; segmentation evaluation reads whole "
+                                  "images (eval/segmentation.h)");
+    if (!dataset->has_label_maps())
+      throw std::invalid_argument("DataLoader: dense batches need a dataset with label maps, " +
+                                  dataset->describe_set() + " has none");
+    if (options.dense->crop != config.image_size)
+      throw std::invalid_argument(fmt::format("DataLoader: the segmentation crop {} must equal data.image_size {}",
+                                              options.dense->crop, config.image_size));
+  }
   m.dataset = std::move(dataset);
   m.config = config;
   m.options = options;
@@ -253,11 +293,13 @@ std::optional<Batch> DataLoader::next() {
   batch.images = std::move(s->images);
   batch.labels = std::move(s->labels);
   batch.indices = std::move(s->indices);
+  batch.label_maps = std::move(s->label_maps);
   batch.epoch = s->epoch;
   batch.index = s->batch;
   if (m.options.device.is_cuda()) {
     batch.images = batch.images.to(m.options.device, /*non_blocking=*/true);
     batch.labels = batch.labels.to(m.options.device, /*non_blocking=*/true);
+    if (batch.label_maps.defined()) batch.label_maps = batch.label_maps.to(m.options.device, /*non_blocking=*/true);
   }
   return batch;
 }

@@ -3,11 +3,15 @@
 // annotation, a wrong root).
 #include <gtest/gtest.h>
 #include <opencv2/imgcodecs.hpp>
+#include <torch/torch.h>
 
 #include <filesystem>
 
 #include "nepa/data/ade20k.h"
+#include "nepa/data/loader.h"
+#include "nepa/data/seg_transforms.h"
 #include "nepa/data/subset.h"
+#include "nepa/data/transforms.h"
 #include "test_util.h"
 
 namespace nepa {
@@ -102,6 +106,73 @@ TEST(Ade20k, BadInputsGiveOneClearLine) {
   EXPECT_NE(test::error_of<DataError>([&] { make_ade20k(root.string(), "test", true); }).find("split 'test'"),
             std::string::npos);
   EXPECT_EQ(msg.find('\n'), std::string::npos);
+}
+
+// Dense training batches: each sample is exactly seg_train_view of its image and label map under the sample's own
+// generator, normalised and padded (image 0, labels 255); the same for any number of workers; a mismatched pair is
+// skipped and counted like an unreadable image, and the batch stays full.
+TEST(Ade20k, DenseBatchesAreTheJointViewsOfEachSample) {
+  test::TempDir dir;
+  const fs::path root = dir.path() / "ADE";
+  const std::vector<cv::Size> sizes = {{20, 14}, {9, 12}, {30, 18}, {16, 16}, {11, 7}, {24, 10}};
+  for (size_t i = 0; i < sizes.size(); ++i)
+    write_pair(root, "training", "s" + std::to_string(i), ramp(sizes[i].width, sizes[i].height, 5 * i));
+  write_pair(root, "training", "s9_bad", ramp(8, 8, 0), cv::Size(10, 8));  // last in name order
+  DataConfig c;
+  c.dataset = "ade20k";
+  c.root = root.string();
+  c.image_size = 16;
+  c.num_channels = 3;
+  c.mean = {0.5, 0.5, 0.5};
+  c.std = {0.5, 0.5, 0.5};
+  c.max_bad_fraction = 0.2;
+  SegTrainOptions seg;
+  seg.scale_long = 32;
+  seg.scale_short = 16;
+  seg.crop = 16;
+  auto ds = make_ade20k(root.string(), "training", true);
+  auto run = [&](int workers) {
+    c.num_workers = workers;
+    LoaderOptions o;
+    o.batch_size = 7;
+    o.seed = 11;
+    o.dense = seg;
+    DataLoader loader(ds, c, o);
+    loader.start(1);
+    std::optional<Batch> b = loader.next();
+    EXPECT_FALSE(loader.next().has_value());
+    return *b;
+  };
+  const Batch a = run(0), b = run(2);
+  ASSERT_TRUE(a.label_maps.defined());
+  EXPECT_EQ(a.label_maps.sizes(), torch::IntArrayRef({7, 16, 16}));
+  EXPECT_EQ(a.label_maps.scalar_type(), torch::kUInt8);
+  EXPECT_TRUE(torch::equal(a.images, b.images));
+  EXPECT_TRUE(torch::equal(a.label_maps, b.label_maps));
+  EXPECT_EQ(ds->unreadable_count(), 1) << "the mismatched pair";
+  const int64_t bad = ds->size() - 1;
+  for (int64_t k = 0; k < 7; ++k) {
+    const int64_t index = a.indices[k].item<int64_t>();
+    EXPECT_NE(index, bad);
+    const DenseSample sample = load_dense_sample(*ds, index, 3);
+    SampleRng rng = SampleRng::for_sample(11, 1, index);
+    const SegView view = seg_train_view(sample.image, sample.labels, seg, rng);
+    const cv::Mat labels = pad_labels(view.labels, 16);
+    const torch::Tensor expected_labels =
+        torch::from_blob(labels.data, {16, 16}, torch::kUInt8).clone();
+    EXPECT_TRUE(torch::equal(a.label_maps[k], expected_labels)) << k;
+    torch::Tensor expected = torch::zeros({3, 16, 16});
+    std::vector<float> plane(3 * view.image.rows * view.image.cols);
+    normalise_into(view.image, c.mean, c.std, plane.data());
+    expected.narrow(1, 0, view.image.rows).narrow(2, 0, view.image.cols)
+        .copy_(torch::from_blob(plane.data(), {3, view.image.rows, view.image.cols}));
+    EXPECT_TRUE(torch::equal(a.images[k], expected)) << k;
+  }
+  // Evaluation does not go through dense batches, and a set without maps cannot give them.
+  LoaderOptions eval;
+  eval.train = false;
+  eval.dense = seg;
+  EXPECT_THROW(DataLoader(ds, c, eval), std::invalid_argument);
 }
 
 }  // namespace

@@ -12,6 +12,7 @@
 
 #include "nepa/config/config.h"
 #include "nepa/data/dataset.h"
+#include "nepa/data/seg_transforms.h"
 
 namespace nepa {
 
@@ -19,6 +20,7 @@ struct Batch {
   torch::Tensor images;   // float32 [B, C, H, W], normalised, on LoaderOptions::device
   torch::Tensor labels;   // int64 [B] (-1 for unlabelled data), on the same device
   torch::Tensor indices;  // int64 [B], CPU: dataset index of each sample
+  torch::Tensor label_maps;  // uint8 [B, H, W], 255 = ignore: dense (segmentation) batches only
   int64_t epoch = 0;
   int64_t index = 0;  // position of this batch within its epoch
 };
@@ -37,6 +39,9 @@ struct LoaderOptions {
   // shuffle, the head of the dataset without. Sharding applies within them.
   int64_t limit = 0;
   torch::Device device = torch::kCPU;  // CUDA: batches assembled in pinned memory and copied non-blocking
+  // Segmentation training: each sample is the dataset's image and label map through seg_train_view (crop =
+  // data.image_size), padded to the crop (image 0 after normalisation, labels 255); Batch::label_maps is set.
+  std::optional<SegTrainOptions> dense;
 };
 
 struct BadImageStats {
