@@ -29,22 +29,18 @@ std::pair<LlrdSpec, int> bucket_of(const std::string& name, int num_blocks) {
 
 }  // namespace
 
-LlrdGroups llrd_groups(const std::vector<std::pair<std::string, torch::Tensor>>& named_params, int num_blocks,
-                       double weight_decay) {
-  // (sort key, decay?) -> group
-  std::map<std::pair<int, int>, std::pair<ParamGroup, LlrdSpec>> buckets;
+LlrdGroups group_parameters(const std::vector<std::pair<std::string, torch::Tensor>>& named_params,
+                            double weight_decay, const std::function<GroupKey(const std::string&)>& key_of) {
+  std::map<std::pair<int, int>, std::pair<ParamGroup, LlrdSpec>> buckets;  // (order, no decay?) -> group
   for (const auto& [name, p] : named_params) {
     if (!p.requires_grad()) continue;
-    auto [spec, key] = bucket_of(name, num_blocks);
+    const GroupKey key = key_of(name);
     const bool decay = p.dim() >= 2;
-    auto& entry = buckets[{key, decay ? 0 : 1}];
+    auto& entry = buckets[{key.order, decay ? 0 : 1}];
     if (entry.first.params.empty()) {
-      const std::string base = spec.head ? "head" : spec.depth == num_blocks ? "embeddings"
-                               : spec.depth >= 0                          ? "block." + std::to_string(key - 1)
-                                                                          : "fc_norm";
-      entry.first.name = base + (decay ? "" : ".no_wd");
+      entry.first.name = key.name + (decay ? "" : ".no_wd");
       entry.first.weight_decay = decay ? weight_decay : 0.0;
-      entry.second = spec;
+      entry.second = key.spec;
     }
     entry.first.param_names.push_back(name);
     entry.first.params.push_back(p);
@@ -55,6 +51,17 @@ LlrdGroups llrd_groups(const std::vector<std::pair<std::string, torch::Tensor>>&
     out.specs.push_back(v.second);
   }
   return out;
+}
+
+LlrdGroups llrd_groups(const std::vector<std::pair<std::string, torch::Tensor>>& named_params, int num_blocks,
+                       double weight_decay) {
+  return group_parameters(named_params, weight_decay, [num_blocks](const std::string& name) {
+    auto [spec, key] = bucket_of(name, num_blocks);
+    const std::string base = spec.head ? "head" : spec.depth == num_blocks ? "embeddings"
+                             : spec.depth >= 0                          ? "block." + std::to_string(key - 1)
+                                                                        : "fc_norm";
+    return GroupKey{key, base, spec};
+  });
 }
 
 LlrdSchedule::LlrdSchedule(std::string kind, std::vector<LlrdSpec> specs, double base_lr, double head_lr,

@@ -1,11 +1,14 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <map>
 #include <set>
 
+#include "nepa/model/segmenter.h"
 #include "nepa/model/vit_nepa.h"
 #include "nepa/train/optim.h"
 #include "nepa/train/schedule.h"
+#include "nepa/train/seg_schedule.h"
 #include "test_util.h"
 
 namespace nepa {
@@ -95,6 +98,69 @@ TEST(Optim, FrozenParametersAreLeftOut) {
   auto groups = decay_groups(*model, 0.05);
   for (const auto& g : groups)
     for (const auto& n : g.param_names) EXPECT_NE(n, "embeddings.patch_embeddings.projection.weight");
+}
+
+}  // namespace
+}  // namespace nepa
+
+namespace nepa {
+namespace {
+
+// BEiT's layer ids on a 4-block segmenter: embeddings id 0 (lr x 0.65^5), block i id i + 1 (0.65^(4 - i)), the
+// final layernorm, the pyramid and both heads id 5 (full lr); weight decay only on parameters of 2+ dimensions.
+TEST(SegSchedule, BeitLayerIdsAndDecayGroups) {
+  ModelConfig m = test::tiny_model_config();
+  m.num_hidden_layers = 4;
+  UPerNetOptions o;
+  o.in_channels = m.hidden_size;
+  o.channels = 8;
+  o.aux_channels = 6;
+  o.num_classes = 5;
+  NepaSegmenter seg(m, o, std::vector<int>{0, 1, 2, 3});
+  std::vector<std::pair<std::string, torch::Tensor>> named;
+  for (const auto& p : seg->named_parameters()) named.emplace_back(p.key(), p.value());
+  const LlrdGroups g = seg_param_groups(named, 4, 0.05);
+  std::map<std::string, int> depth_of;
+  std::map<std::string, double> wd_of;
+  for (size_t i = 0; i < g.groups.size(); ++i)
+    for (const auto& name : g.groups[i].param_names) {
+      EXPECT_EQ(depth_of.count(name), 0u) << name << " in two groups";
+      depth_of[name] = g.specs[i].depth;
+      wd_of[name] = g.groups[i].weight_decay;
+    }
+  EXPECT_EQ(depth_of.size(), named.size());
+  EXPECT_EQ(depth_of.at("vit_nepa.embeddings.cls_token"), 5);
+  EXPECT_EQ(depth_of.at("vit_nepa.embeddings.patch_embeddings.projection.weight"), 5);
+  EXPECT_EQ(depth_of.at("vit_nepa.encoder.layer.0.attention.attention.query.weight"), 4);
+  EXPECT_EQ(depth_of.at("vit_nepa.encoder.layer.3.output.dense.bias"), 1);
+  EXPECT_EQ(depth_of.at("vit_nepa.layernorm.weight"), 0);
+  EXPECT_EQ(depth_of.at("backbone.fpn1.0.weight"), 0);
+  EXPECT_EQ(depth_of.at("decode_head.conv_seg.bias"), 0);
+  EXPECT_EQ(depth_of.at("auxiliary_head.convs.0.conv.weight"), 0);
+  for (const auto& [name, p] : named) EXPECT_EQ(wd_of.at(name), p.dim() >= 2 ? 0.05 : 0.0) << name;
+  EXPECT_EQ(wd_of.at("vit_nepa.embeddings.cls_token"), 0.05) << "3-D: decays, as under mmseg";
+}
+
+// mmcv's poly with linear warmup, against its formula written out: lr 1e-4, decay 0.65, 1500 warmup iterations
+// from 1e-6 of the lr, poly power 1 to 0 at 160k.
+TEST(SegSchedule, PolyWithLinearWarmupAsMmcv) {
+  std::vector<LlrdSpec> specs(2);
+  specs[0].depth = 0;   // heads
+  specs[1].depth = 13;  // a ViT-B's embeddings: L + 1 = 13
+  PolyWarmupSchedule s(specs, 1e-4, 0.65, 1500, 1e-6, 160000);
+  for (int g = 0; g < 2; ++g) {
+    const double base = 1e-4 * std::pow(0.65, specs[g].depth);
+    EXPECT_DOUBLE_EQ(s.peak(g), base);
+    auto expected = [&](double t) {
+      const double poly = base * (1.0 - t / 160000.0);
+      return t < 1500 ? poly * (1e-6 + (1.0 - 1e-6) * t / 1500.0) : poly;
+    };
+    for (int64_t t : {0, 1, 750, 1499, 1500, 80000, 159999, 160000})
+      EXPECT_NEAR(s.lr(g, t), expected(static_cast<double>(t)), 1e-18 + 1e-12 * base) << "group " << g << " step " << t;
+  }
+  EXPECT_NEAR(s.lr(0, 0), 1e-4 * 1e-6, 1e-20);
+  EXPECT_EQ(s.lr(0, 160000), 0.0);
+  EXPECT_GT(s.lr(0, 1500), s.lr(0, 1499));
 }
 
 }  // namespace

@@ -11,6 +11,7 @@
 //    finetune.llrd to llrd_end, otherwise it stays fixed.
 #pragma once
 
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -33,6 +34,16 @@ struct LlrdGroups {
   std::vector<ParamGroup> groups;  // lr_scale 1: the schedule gives each group its whole lr
   std::vector<LlrdSpec> specs;     // parallel to groups
 };
+
+// Where a parameter goes: groups sort by `order`; `name` names the group (".no_wd" is added for its parameters of
+// fewer than 2 dimensions, which get no weight decay).
+struct GroupKey {
+  int order = 0;
+  std::string name;
+  LlrdSpec spec;
+};
+LlrdGroups group_parameters(const std::vector<std::pair<std::string, torch::Tensor>>& named_params,
+                            double weight_decay, const std::function<GroupKey(const std::string&)>& key_of);
 
 // Groups for the named parameters of a ViTNepaForImageClassification with `num_blocks` blocks (names
 // vit_nepa.embeddings.*, vit_nepa.encoder.layer.<i>.*, vit_nepa.layernorm.*, fc_norm.*, classifier.*).
