@@ -74,6 +74,12 @@ inline void decode_value(const YAML::Node& n, std::optional<double>& out, const 
   if (n.IsNull()) { out.reset(); return; }
   out = parse_double(n, w);
 }
+inline void decode_value(const YAML::Node& n, std::optional<int>& out, const Where& w) {
+  if (n.IsNull()) { out.reset(); return; }
+  int v = 0;
+  decode_value(n, v, w);
+  out = v;
+}
 inline void decode_value(const YAML::Node& n, std::vector<double>& out, const Where& w) {
   if (!n.IsSequence()) fail(w.file, w.path, "expected a list of numbers, got " + scalar_text(n));
   out.clear();
@@ -106,6 +112,7 @@ inline std::string encode_value(double v) { return format_double(v); }
 inline std::string encode_value(bool v) { return v ? "true" : "false"; }
 inline std::string encode_value(const std::string& v) { return quote(v); }
 inline std::string encode_value(const std::optional<double>& v) { return v ? format_double(*v) : "null"; }
+inline std::string encode_value(const std::optional<int>& v) { return v ? std::to_string(*v) : "null"; }
 inline std::string encode_value(const std::vector<double>& v) {
   std::string s = "[";
   for (std::size_t i = 0; i < v.size(); ++i) s += (i ? ", " : "") + format_double(v[i]);

@@ -247,6 +247,7 @@ void validate_model(const ModelConfig& m, const Checker& c, const std::string& p
   c.require(!m.qk_norm_bias || m.qk_norm_affine, p + "qk_norm_bias", "needs qk_norm_affine: true");
   c.require(m.layer_norm_eps > 0, p + "layer_norm_eps", "must be positive");
   c.require(m.rope_theta > 0, p + "rope_theta", "must be positive");
+  c.require(!m.rope_grid || *m.rope_grid > 0, p + "rope_grid", "must be a positive grid side or null");
   c.require(!m.pos_embed_rescale || *m.pos_embed_rescale >= 1.0, p + "pos_embed_rescale", "must be >= 1 or null");
   c.require(!m.pos_embed_shift || *m.pos_embed_shift >= 0.0, p + "pos_embed_shift", "must be >= 0 or null");
   c.require(!m.pos_embed_jitter || *m.pos_embed_jitter >= 1.0, p + "pos_embed_jitter", "must be >= 1 or null");

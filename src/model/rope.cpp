@@ -6,12 +6,15 @@
 
 namespace nepa {
 
-torch::Tensor rope_2d_coords(int64_t h, int64_t w, const torch::Device& device) {
+torch::Tensor rope_2d_coords(int64_t h, int64_t w, const torch::Device& device, std::optional<int64_t> grid) {
   auto opts = torch::TensorOptions().dtype(torch::kFloat32).device(device);
-  torch::Tensor ys = (torch::arange(0.5, static_cast<double>(h), 1.0, opts) / h) * 2.0 - 1.0;
-  torch::Tensor xs = (torch::arange(0.5, static_cast<double>(w), 1.0, opts) / w) * 2.0 - 1.0;
-  auto grid = torch::meshgrid({ys, xs}, "ij");
-  return torch::stack({grid[0].reshape(-1), grid[1].reshape(-1)}, -1);
+  // Normalised over the grid: (i + 0.5) / n * 2 - 1; at a G-grid's spacing the same times n / G.
+  const double hs = grid ? static_cast<double>(*grid) : static_cast<double>(h);
+  const double ws = grid ? static_cast<double>(*grid) : static_cast<double>(w);
+  torch::Tensor ys = (torch::arange(0.5, static_cast<double>(h), 1.0, opts) * 2.0 - static_cast<double>(h)) / hs;
+  torch::Tensor xs = (torch::arange(0.5, static_cast<double>(w), 1.0, opts) * 2.0 - static_cast<double>(w)) / ws;
+  auto mesh = torch::meshgrid({ys, xs}, "ij");
+  return torch::stack({mesh[0].reshape(-1), mesh[1].reshape(-1)}, -1);
 }
 
 std::pair<torch::Tensor, torch::Tensor> rope_2d_from_coords(const torch::Tensor& coords, int64_t head_dim,
@@ -26,8 +29,9 @@ std::pair<torch::Tensor, torch::Tensor> rope_2d_from_coords(const torch::Tensor&
 }
 
 std::pair<torch::Tensor, torch::Tensor> rope_2d(int64_t h, int64_t w, int64_t head_dim, double theta,
-                                                const torch::Device& device, const RopeAugment* augment) {
-  torch::Tensor coords = rope_2d_coords(h, w, device);
+                                                const torch::Device& device, const RopeAugment* augment,
+                                                std::optional<int64_t> grid) {
+  torch::Tensor coords = rope_2d_coords(h, w, device, grid);
   if (augment) {
     auto opts = coords.options();
     if (augment->shift) coords = coords + torch::empty({1, 2}, opts).uniform_(-*augment->shift, *augment->shift);

@@ -235,7 +235,8 @@ NepaOutputs ViTNepaModelImpl::forward(const torch::Tensor& pixel_values, const F
   if (c.use_rope) {
     RopeAugment aug{c.pos_embed_shift, c.pos_embed_jitter, c.pos_embed_rescale};
     std::tie(cos, sin) =
-        rope_2d(gh, gw, c.head_dim(), c.rope_theta, pixel_values.device(), is_training() ? &aug : nullptr);
+        rope_2d(gh, gw, c.head_dim(), c.rope_theta, pixel_values.device(), is_training() ? &aug : nullptr,
+                c.rope_grid ? std::optional<int64_t>(*c.rope_grid) : std::nullopt);
   }
 
   torch::Tensor h = emb.embeddings;

@@ -430,8 +430,10 @@ TEST(DataLoader, ASubsetSharesItsBaseSetsUnreadableCount) {
     known += subset->known_unreadable(i);
   }
   EXPECT_EQ(known, 3);
-  for (int64_t i = 0; i < subset->size(); ++i)
-    if (is_bad(subset->describe(i))) EXPECT_FALSE(subset->mark_unreadable(i)) << "marked already, through the base";
+  for (int64_t i = 0; i < subset->size(); ++i) {
+    if (!is_bad(subset->describe(i))) continue;
+    EXPECT_FALSE(subset->mark_unreadable(i)) << "marked already, through the base";
+  }
 }
 
 TEST(DataLoader, TooManyUnreadableImagesStopWithOneClearLine) {

@@ -78,7 +78,9 @@ TEST(ViewParity, EvalViewsAndCropsEqualTorchvision) {
                 << ", within 1 grey level " << 100 * p.within1 << "%\n";
       EXPECT_GE(p.within1, 0.85);
       EXPECT_LE(p.mean, 1.5);
-      if (name.rfind("eval", 0) == 0) EXPECT_LE(p.max, 2);  // the eval resizes shrink both axes alike
+      if (name.rfind("eval", 0) == 0) {
+        EXPECT_LE(p.max, 2);  // the eval resizes shrink both axes alike
+      }
       pil_pixels += static_cast<double>(view.total() * view.channels());
       pil_within1 += p.within1 * static_cast<double>(view.total() * view.channels());
       ++views;

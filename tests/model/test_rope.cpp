@@ -2,6 +2,7 @@
 
 #include <gtest/gtest.h>
 
+#include "nepa/model/vit_nepa.h"
 #include "test_util.h"
 
 using namespace nepa;
@@ -74,3 +75,49 @@ TEST(Rope, AugmentationsDrawOnceAndStayWithinBounds) {
     EXPECT_NEAR(std::cos(2 * M_PI * yn * s / 10), cos1[n][1].item<double>(), 1e-5);
   }
 }
+
+namespace nepa {
+namespace {
+
+// model.rope_grid: at the pretraining grid's own size the coordinates are the normalised ones (so the option
+// changes nothing there); on a larger grid neighbours keep the pretraining spacing 2 / G, centred on 0, instead of
+// the finer 2 / h of the normalised arithmetic.
+TEST(Rope, GridSpacingOptionKeepsThePretrainingSpacing) {
+  EXPECT_TRUE(torch::allclose(rope_2d_coords(16, 16, torch::kCPU, 16), rope_2d_coords(16, 16, torch::kCPU), 0, 1e-6));
+  const torch::Tensor c = rope_2d_coords(37, 20, torch::kCPU, 16).view({37, 20, 2});
+  const torch::Tensor dy = c.select(2, 0).narrow(0, 1, 36) - c.select(2, 0).narrow(0, 0, 36);
+  const torch::Tensor dx = c.select(2, 1).narrow(1, 1, 19) - c.select(2, 1).narrow(1, 0, 19);
+  EXPECT_NEAR(dy.min().item<double>(), 2.0 / 16, 1e-6);
+  EXPECT_NEAR(dy.max().item<double>(), 2.0 / 16, 1e-6);
+  EXPECT_NEAR(dx.min().item<double>(), 2.0 / 16, 1e-6);
+  EXPECT_NEAR(c.mean().item<double>(), 0.0, 1e-6);
+  EXPECT_NEAR(c.select(2, 0).max().item<double>(), 36.0 / 16, 1e-6);  // last row centre: (36.5 * 2 - 37) / 16
+  const torch::Tensor n = rope_2d_coords(37, 20, torch::kCPU).view({37, 20, 2});
+  EXPECT_NEAR((n.select(2, 0)[1][0] - n.select(2, 0)[0][0]).item<double>(), 2.0 / 37, 1e-6);
+
+  // In the model: rope_grid equal to the input's grid gives the default forward exactly; another grid does not.
+  ModelConfig m = test::tiny_model_config();
+  m.pos_embed_rescale = std::nullopt;
+  torch::manual_seed(1);
+  ViTNepaModel a(m);
+  a->eval();
+  const torch::Tensor x = torch::randn({1, 3, 16, 16});
+  const int grid = 16 / m.patch_size;
+  ModelConfig g = m;
+  g.rope_grid = grid;
+  ViTNepaModel b(g);
+  g.rope_grid = 2 * grid;
+  ViTNepaModel c2(g);
+  for (ViTNepaModel* t : {&b, &c2}) {
+    torch::NoGradGuard no_grad;
+    auto pa = a->named_parameters();
+    for (auto& p : (*t)->named_parameters()) p.value().copy_(pa[p.key()]);
+    (*t)->eval();
+  }
+  torch::NoGradGuard no_grad;
+  EXPECT_TRUE(torch::equal(a->forward(x).last_hidden_state, b->forward(x).last_hidden_state));
+  EXPECT_FALSE(torch::allclose(a->forward(x).last_hidden_state, c2->forward(x).last_hidden_state));
+}
+
+}  // namespace
+}  // namespace nepa

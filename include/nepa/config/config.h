@@ -37,6 +37,7 @@ struct ModelConfig {
   std::optional<double> layerscale_value = 1e-5;
   bool use_rope = true;
   double rope_theta = 100.0;
+  std::optional<int> rope_grid;
   std::optional<double> pos_embed_rescale = 2.0;
   std::optional<double> pos_embed_shift;
   std::optional<double> pos_embed_jitter;
@@ -70,6 +71,9 @@ struct ModelConfig {
     v("layerscale_value", self.layerscale_value, "initial LayerScale value; null = no LayerScale");
     v("use_rope", self.use_rope, "2-D rotary position embedding on the patch tokens (off only for the RoPE ablation)");
     v("rope_theta", self.rope_theta, "RoPE base: inv_freq = 1 / theta^(arange(0,1,4/head_dim))");
+    v("rope_grid", self.rope_grid,
+      "RoPE coordinates: null = normalised to [-1, 1] over the patch grid (the release); G = the spacing of a G x G "
+      "grid at any resolution (e.g. 16: a 224 px pretraining on 14 px patches, used at 518 px for segmentation)");
     v("pos_embed_rescale", self.pos_embed_rescale, "training-only: scale RoPE coordinates by exp(U(-ln r, ln r)); null = off");
     v("pos_embed_shift", self.pos_embed_shift, "training-only: shift RoPE coordinates by U(-s, s) per axis; null = off");
     v("pos_embed_jitter", self.pos_embed_jitter, "training-only: scale y and x separately by log-uniform [1/j, j]; null = off");

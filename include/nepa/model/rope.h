@@ -14,13 +14,17 @@ struct RopeAugment {
   std::optional<double> rescale;  // multiply all coordinates by one factor exp(U(-ln r, ln r))
 };
 
-// Patch-centre coordinates of an h x w grid in [-1, 1], shape [h*w, 2] as (y, x), row-major, float32.
-torch::Tensor rope_2d_coords(int64_t h, int64_t w, const torch::Device& device);
+// Patch-centre coordinates of an h x w grid, shape [h*w, 2] as (y, x), row-major, float32: in [-1, 1] over the
+// grid (the release's arithmetic), or, with `grid` G, at the spacing of a G x G grid (spanning +-h/G, +-w/G), so
+// that a backbone pretrained on G x G patches sees the same neighbour distances on a larger image.
+torch::Tensor rope_2d_coords(int64_t h, int64_t w, const torch::Device& device,
+                             std::optional<int64_t> grid = std::nullopt);
 
 // cos and sin tables [h*w, head_dim] in float32. With `augment`, draws the random factors once (shared by
 // the whole batch) from the global generator.
 std::pair<torch::Tensor, torch::Tensor> rope_2d(int64_t h, int64_t w, int64_t head_dim, double theta,
-                                                const torch::Device& device, const RopeAugment* augment = nullptr);
+                                                const torch::Device& device, const RopeAugment* augment = nullptr,
+                                                std::optional<int64_t> grid = std::nullopt);
 
 // Same from explicit coordinates [N, 2] (tests check relative-offset invariance with it).
 std::pair<torch::Tensor, torch::Tensor> rope_2d_from_coords(const torch::Tensor& coords, int64_t head_dim, double theta);
