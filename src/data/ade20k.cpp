@@ -5,8 +5,6 @@
 
 #include <algorithm>
 #include <filesystem>
-#include <fstream>
-#include <iterator>
 
 #include "decode.h"
 
@@ -84,8 +82,6 @@ class Ade20kDataset : public Dataset {
   bool has_label_maps() const override { return true; }
 
   cv::Mat load(int64_t i, int channels) const override {
-    if (channels != 1 && channels != 3)
-      throw std::invalid_argument("Dataset::load: channels must be 1 or 3, got " + std::to_string(channels));
     return data_detail::decode_image_file(images_.at(i), channels);
   }
 
@@ -93,9 +89,8 @@ class Ade20kDataset : public Dataset {
   // (load_dense_sample checks it against the image's size).
   cv::Mat load_label_map(int64_t i) const override {
     const std::string& path = annotations_.at(i);
-    std::ifstream in(path, std::ios::binary);
-    const std::vector<uchar> bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-    if (bytes.empty()) throw DataError(path + ": empty or unreadable annotation");
+    const std::vector<uchar> bytes = data_detail::read_file(path);
+    if (bytes.empty()) throw DataError(path + ": empty annotation");
     cv::Mat map;
     try {
       map = cv::imdecode(bytes, cv::IMREAD_UNCHANGED);

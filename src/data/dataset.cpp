@@ -51,7 +51,9 @@ uint64_t fnv1a(const std::string& s) {
 
 std::string errno_text() { return std::error_code(errno, std::generic_category()).message(); }
 
-std::vector<uchar> read_file(const std::string& path) {
+}  // namespace
+
+std::vector<uchar> data_detail::read_file(const std::string& path) {
   std::unique_ptr<FILE, int (*)(FILE*)> f(std::fopen(path.c_str(), "rb"), &std::fclose);
   if (!f) throw DataError(path + ": cannot open (" + errno_text() + ")");
   struct stat st {};
@@ -61,6 +63,8 @@ std::vector<uchar> read_file(const std::string& path) {
   if (got != bytes.size()) throw DataError(path + ": read failed (" + errno_text() + ")");
   return bytes;
 }
+
+namespace {
 
 uint32_t be32(const uchar* p) { return (uint32_t(p[0]) << 24) | (uint32_t(p[1]) << 16) | (uint32_t(p[2]) << 8) | p[3]; }
 uint32_t le32(const uchar* p) { return (uint32_t(p[3]) << 24) | (uint32_t(p[2]) << 16) | (uint32_t(p[1]) << 8) | p[0]; }
@@ -187,6 +191,7 @@ cv::Mat decode_jpeg(const std::vector<uchar>& bytes, int channels, const std::st
 }  // namespace
 
 cv::Mat data_detail::decode_image_file(const std::string& path, int channels) {
+  check_channels(channels);
   const std::vector<uchar> bytes = read_file(path);
   if (bytes.empty()) throw DataError(path + ": empty file");
   if (const char* why = incomplete_reason(bytes)) throw DataError(path + ": " + why);
@@ -266,7 +271,6 @@ class ImageFolderDataset : public Dataset {
   std::string describe_set() const override { return root_.string(); }
   std::vector<std::string> class_names() const override { return classes_; }
   cv::Mat load(int64_t i, int channels) const override {
-    check_channels(channels);
     return data_detail::decode_image_file(paths_.at(i), channels);
   }
 
