@@ -1,5 +1,7 @@
-// nepa_tool: checkpoint inspection, reference forward passes, config printing and fresh initialisation.
+// nepa_tool: checkpoint inspection, reference forward passes, config printing, fresh initialisation and the
+// segmentation demo's scenes.
 // Wiring only: everything it does lives in the nepa library.
+#include <fmt/format.h>
 #include <spdlog/spdlog.h>
 #include <torch/torch.h>
 
@@ -9,6 +11,8 @@
 #include "app_cli.h"
 #include "nepa/config/config.h"
 #include "nepa/config/hf_config.h"
+#include "nepa/data/fashion_mnist.h"
+#include "nepa/data/scenes.h"
 #include "nepa/io/hf_checkpoint.h"
 #include "nepa/io/safetensors.h"
 #include "nepa/model/vit_nepa.h"
@@ -71,10 +75,19 @@ int init(const Config& cfg, const std::string& output) {
   return 0;
 }
 
+int make_scenes(const std::string& fashion_mnist, const std::string& out, const SceneOptions& o) {
+  const std::string what = fmt::format("{} training + {} validation scenes of {}x{} with {}-{} items (seed {})",
+                                       o.train_count, o.val_count, o.size, o.size, o.items_min, o.items_max, o.seed);
+  if (write_fmnist_scenes(fashion_mnist, out, o)) spdlog::info("make-scenes: {} -> {}", what, out);
+  else spdlog::info("make-scenes: {} already holds the {}", out, what);
+  return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
-  CLI::App app{"nepa_tool: inspect checkpoints, run reference forwards, print configs, initialise backbones",
+  CLI::App app{"nepa_tool: inspect checkpoints, run reference forwards, print configs, initialise backbones, make "
+               "the segmentation demo's scenes",
                "nepa_tool"};
   app.require_subcommand(1);
 
@@ -101,11 +114,43 @@ int main(int argc, char** argv) {
     c->add_option("--set", sets, "override, e.g. --set model.num_hidden_layers=6 (repeatable)");
   }
 
+  std::string scenes_out, fashion_mnist;
+  SceneOptions scenes;
+  auto* scenes_cmd = app.add_subcommand(
+      "make-scenes", "write the segmentation demo's scenes: Fashion-MNIST items on black canvases, in the ADE20K "
+                     "layout with a classes.txt (data.dataset ade20k, reduce_zero_label)");
+  scenes_cmd->add_option("--out", scenes_out, "output folder (written whole or not at all)")->required();
+  scenes_cmd->add_option("--fashion-mnist", fashion_mnist,
+                         std::string("Fashion-MNIST folder (default ") + kDefaultFashionMnistRoot + ")");
+  scenes_cmd->add_option("--seed", scenes.seed, "the same seed writes the same bytes")
+      ->check([](const std::string& v) {  // CLI11 would wrap -1 to 2^64 - 1
+        return v.find('-') == std::string::npos ? std::string() : "a seed is a non-negative integer, not " + v;
+      })
+      ->capture_default_str();
+  scenes_cmd->add_option("--train", scenes.train_count, "training scenes (items from the train split)")
+      ->capture_default_str();
+  scenes_cmd->add_option("--val", scenes.val_count, "validation scenes (items from the test split)")
+      ->capture_default_str();
+  scenes_cmd->add_option("--size", scenes.size, "canvas side in pixels")->capture_default_str();
+  scenes_cmd->add_option("--items-min", scenes.items_min, "fewest items per scene")->capture_default_str();
+  scenes_cmd->add_option("--items-max", scenes.items_max, "most items per scene")->capture_default_str();
+  scenes_cmd->add_option("--scale-max", scenes.scale_max, "items resized by U[1, this] (1: as in pretraining)")
+      ->capture_default_str();
+
   if (auto code = parse_command_line(app, argc, argv)) return *code;
   spdlog::set_pattern("[%H:%M:%S] %v");
   try {
     if (*info_cmd) return info(info_path);
     if (*fwd) return forward(model_path, weights, input, output, bidirectional);
+    if (*scenes_cmd) {
+      try {
+        check_scene_options(scenes);
+      } catch (const std::invalid_argument& e) {
+        std::cerr << "nepa_tool: " << e.what() << " (see make-scenes --help)\n";
+        return 2;
+      }
+      return make_scenes(fashion_mnist, scenes_out, scenes);
+    }
     LoadedConfig loaded = load_config(config_path, sets);
     if (*cfg_cmd) {
       std::cout << to_yaml(loaded.config);

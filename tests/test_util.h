@@ -91,4 +91,10 @@ inline int free_port() {
 
 inline std::string source_path(const std::string& rel) { return std::string(NEPA_SOURCE_DIR) + "/" + rel; }
 
+// A file's bytes ("" when it cannot be read: the callers compare them).
+inline std::string slurp(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+}
+
 }  // namespace nepa::test

@@ -80,6 +80,11 @@ inline void decode_value(const YAML::Node& n, std::optional<int>& out, const Whe
   decode_value(n, v, w);
   out = v;
 }
+inline void decode_value(const YAML::Node& n, std::vector<int>& out, const Where& w) {
+  if (!n.IsSequence()) fail(w.file, w.path, "expected a list of integers, got " + scalar_text(n));
+  out.assign(n.size(), 0);
+  for (std::size_t i = 0; i < n.size(); ++i) decode_value(n[i], out[i], {w.file, w.path + "[" + std::to_string(i) + "]"});
+}
 inline void decode_value(const YAML::Node& n, std::vector<double>& out, const Where& w) {
   if (!n.IsSequence()) fail(w.file, w.path, "expected a list of numbers, got " + scalar_text(n));
   out.clear();
@@ -113,6 +118,11 @@ inline std::string encode_value(bool v) { return v ? "true" : "false"; }
 inline std::string encode_value(const std::string& v) { return quote(v); }
 inline std::string encode_value(const std::optional<double>& v) { return v ? format_double(*v) : "null"; }
 inline std::string encode_value(const std::optional<int>& v) { return v ? std::to_string(*v) : "null"; }
+inline std::string encode_value(const std::vector<int>& v) {
+  std::string s = "[";
+  for (std::size_t i = 0; i < v.size(); ++i) s += (i ? ", " : "") + std::to_string(v[i]);
+  return s + "]";
+}
 inline std::string encode_value(const std::vector<double>& v) {
   std::string s = "[";
   for (std::size_t i = 0; i < v.size(); ++i) s += (i ? ", " : "") + format_double(v[i]);

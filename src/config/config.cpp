@@ -334,9 +334,9 @@ void validate(const Config& cfg, const ConfigOrigins& origins) {
   c.require(op.grad_clip >= 0, "optim.grad_clip", "must be >= 0 (0 = off)");
 
   const auto& s = cfg.schedule;
-  static const std::set<std::string> schedules = {"cosine", "constant", "llrd_cosine_warmup", "llrd_cosine"};
+  static const std::set<std::string> schedules = {"cosine", "constant", "llrd_cosine_warmup", "llrd_cosine", "poly"};
   c.require(schedules.count(s.name) > 0, "schedule.name",
-            "unknown schedule '" + s.name + "' (cosine, constant, llrd_cosine_warmup, llrd_cosine)");
+            "unknown schedule '" + s.name + "' (cosine, constant, llrd_cosine_warmup, llrd_cosine, poly)");
   c.require(s.epochs > 0 || s.max_steps > 0, "schedule.epochs", "epochs or max_steps must be positive");
   c.require(s.max_steps >= 0, "schedule.max_steps", "must be >= 0");
   c.require(s.warmup_fraction >= 0 && s.warmup_fraction < 1, "schedule.warmup_fraction", "must be in [0, 1)");
@@ -394,6 +394,37 @@ void validate(const Config& cfg, const ConfigOrigins& origins) {
   c.require(f.head_init == "zeros" || f.head_init == "trunc_normal", "finetune.head_init",
             "expected zeros or trunc_normal, got '" + f.head_init + "'");
   c.require(f.eval_every_epochs >= 0, "finetune.eval_every_epochs", "must be >= 0 (0 = end only)");
+
+  const auto& g = cfg.seg;
+  c.require(g.num_classes >= 0 && g.num_classes <= 255, "seg.num_classes",
+            "must be in [0, 255] (0 = from the dataset; 255 is the ignore label)");
+  bool increasing = g.out_indices.empty() || g.out_indices.size() == 4;
+  for (size_t i = 0; i < g.out_indices.size(); ++i)
+    increasing = increasing && g.out_indices[i] >= 0 && g.out_indices[i] < cfg.model.num_hidden_layers &&
+                 (i == 0 || g.out_indices[i] > g.out_indices[i - 1]);
+  c.require(increasing, "seg.out_indices",
+            "must be empty or 4 increasing block indices in [0, model.num_hidden_layers = " +
+                std::to_string(cfg.model.num_hidden_layers) + ")");
+  c.require(g.channels > 0, "seg.channels", "must be positive");
+  c.require(g.aux_channels > 0, "seg.aux_channels", "must be positive");
+  c.require(g.aux_weight >= 0, "seg.aux_weight", "must be >= 0");
+  c.require(g.dropout >= 0 && g.dropout < 1, "seg.dropout", "must be in [0, 1)");
+  c.require(g.scale_long > 0 && g.scale_short > 0, "seg.scale_long", "scale_long and scale_short must be positive");
+  c.require(g.ratio_range.size() == 2 && g.ratio_range[0] > 0 && g.ratio_range[0] <= g.ratio_range[1],
+            "seg.ratio_range", "must be [lo, hi] with 0 < lo <= hi");
+  c.require(g.cat_max_ratio > 0 && g.cat_max_ratio <= 1, "seg.cat_max_ratio", "must be in (0, 1] (1 = off)");
+  c.require(g.layer_decay > 0 && g.layer_decay <= 1, "seg.layer_decay", "must be in (0, 1]");
+  c.require(g.warmup_iters >= 0, "seg.warmup_iters", "must be >= 0");
+  c.require(g.warmup_ratio >= 0 && g.warmup_ratio <= 1, "seg.warmup_ratio", "must be in [0, 1]");
+  c.require(g.poly_power > 0, "seg.poly_power", "must be positive");
+  c.require(g.eval_mode == "slide" || g.eval_mode == "whole", "seg.eval_mode",
+            "expected slide or whole, got '" + g.eval_mode + "'");
+  c.require(g.eval_crop >= 0 && g.eval_crop % cfg.model.patch_size == 0, "seg.eval_crop",
+            "must be 0 (= data.image_size) or a positive multiple of model.patch_size " +
+                std::to_string(cfg.model.patch_size));
+  c.require(g.eval_stride > 0, "seg.eval_stride", "must be positive");
+  c.require(g.eval_every >= 0, "seg.eval_every", "must be >= 0 (0 = end only)");
+  c.require(g.eval_samples >= 0, "seg.eval_samples", "must be >= 0 (0 = all)");
 }
 
 void validate_for_training(const Config& cfg, const ConfigOrigins& origins, int world_size) {
@@ -408,6 +439,8 @@ void validate_for_training(const Config& cfg, const ConfigOrigins& origins, int 
             "required for dataset ade20k: the ADEChallengeData2016 folder (--set data.root=/path/to/ADEChallengeData2016)");
   c.require(!cfg.finetune.init_ema || !cfg.finetune.init.empty(), "finetune.init_ema",
             "needs finetune.init (the training checkpoint whose EMA weights to start from)");
+  c.require(!cfg.seg.init_ema || !cfg.seg.init.empty(), "seg.init_ema",
+            "needs seg.init (the training checkpoint whose EMA weights to start from)");
 }
 
 LoadedConfig load_config(const std::string& path, const std::vector<std::string>& overrides) {

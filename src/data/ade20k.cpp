@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <filesystem>
+#include <fstream>
 
 #include "decode.h"
 
@@ -34,6 +35,25 @@ const std::vector<std::string>& ade20k_class_names() {
 namespace {
 
 constexpr int kIgnore = 255;
+
+// A set of its own classes in the ADE20K layout (e.g. the Fashion-MNIST scenes of scenes.h) names them in
+// <root>/classes.txt, one per line in label order (after reduce_zero_label).
+std::vector<std::string> read_class_names(const fs::path& file) {
+  std::ifstream in(file);
+  if (!in) throw DataError("ade20k: cannot read " + file.string());
+  std::vector<std::string> names;
+  for (std::string line; std::getline(in, line);) {
+    const auto first = line.find_first_not_of(" \t\r"), last = line.find_last_not_of(" \t\r");
+    if (first != std::string::npos) names.push_back(line.substr(first, last - first + 1));
+  }
+  if (in.bad()) throw DataError("ade20k: cannot read " + file.string());
+  if (names.empty()) throw DataError("ade20k: " + file.string() + " names no class (one name per line)");
+  // Label maps are 8-bit with 255 as ignore.
+  if (names.size() > 255)
+    throw DataError(fmt::format("ade20k: {} names {} classes; 8-bit label maps hold at most 255", file.string(),
+                                names.size()));
+  return names;
+}
 
 std::string split_folder(const std::string& split) {
   if (split == "training" || split == "train") return "training";
@@ -71,14 +91,22 @@ class Ade20kDataset : public Dataset {
       throw DataError(fmt::format("ade20k: {} of the {} images in {} have no annotation; first: {} is missing",
                                   missing, files.size(), images.string(), first_missing));
     describe_set_ = (root / "images" / folder).string();
+    const fs::path classes_file = root / "classes.txt";
+    if (fs::exists(classes_file)) {
+      names_ = read_class_names(classes_file);
+      classes_from_ = classes_file.string() + " lists";
+    } else {
+      names_ = ade20k_class_names();
+      classes_from_ = "ADE20K has";
+    }
   }
 
   int64_t size() const override { return static_cast<int64_t>(images_.size()); }
-  int num_classes() const override { return static_cast<int>(ade20k_class_names().size()); }
+  int num_classes() const override { return static_cast<int>(names_.size()); }
   int64_t label(int64_t) const override { return -1; }
   std::string describe(int64_t i) const override { return images_.at(i); }
   std::string describe_set() const override { return describe_set_; }
-  std::vector<std::string> class_names() const override { return ade20k_class_names(); }
+  std::vector<std::string> class_names() const override { return names_; }
   bool has_label_maps() const override { return true; }
 
   cv::Mat load(int64_t i, int channels) const override {
@@ -114,9 +142,9 @@ class Ade20kDataset : public Dataset {
     double lo = 0, hi = 0;
     cv::minMaxLoc(map, &lo, &hi, nullptr, nullptr, map != kIgnore);
     if (cv::countNonZero(map != kIgnore) > 0 && hi >= num_classes())
-      throw DataError(fmt::format("{}: class {} in the annotation{}, but ADE20K has {} classes (0-{})", path,
+      throw DataError(fmt::format("{}: class {} in the annotation{}, but {} {} classes (0-{})", path,
                                   static_cast<int>(hi), reduce_zero_label_ ? " (after reduce_zero_label)" : "",
-                                  num_classes(), num_classes() - 1));
+                                  classes_from_, num_classes(), num_classes() - 1));
     return map;
   }
 
@@ -125,6 +153,8 @@ class Ade20kDataset : public Dataset {
   bool reduce_zero_label_;
   std::vector<std::string> images_, annotations_;
   std::string describe_set_;
+  std::vector<std::string> names_;
+  std::string classes_from_;  // for messages: "ADE20K has" or "<root>/classes.txt lists"
 };
 
 }  // namespace

@@ -360,6 +360,8 @@ class SyntheticDataset : public Dataset {
 
 }  // namespace
 
+cv::Mat read_image(const std::string& path, int channels) { return data_detail::decode_image_file(path, channels); }
+
 DenseSample load_dense_sample(const Dataset& dataset, int64_t index, int channels) {
   DenseSample s{dataset.load(index, channels), dataset.load_label_map(index)};
   if (s.image.size() != s.labels.size())

@@ -36,6 +36,7 @@ torch::Tensor segment_image(const cv::Mat& image, const SegModelFn& model, const
   const cv::Mat view = seg_eval_resize(image, o.scale_long, o.scale_short);
   torch::Tensor x = torch::empty({1, view.channels(), view.rows, view.cols});
   normalise_into(view, o.mean, o.std, x.data_ptr<float>());
+  x = x.to(o.device);
   const LogitsFn logits_of = [&](const torch::Tensor& crop) { return window_logits(crop, model, o.patch); };
   torch::NoGradGuard no_grad;
   const torch::Tensor logits = o.crop > 0 ? slide_inference(x, logits_of, o.crop, o.stride) : whole_inference(x, logits_of);

@@ -128,17 +128,18 @@ torch::Tensor ViTNepaForImageClassificationImpl::forward(const torch::Tensor& pi
   return classifier->forward(features(pixel_values));
 }
 
-std::map<std::string, torch::Tensor> read_classifier_weights(const std::string& path_in, bool ema) {
+std::map<std::string, torch::Tensor> read_classifier_weights(const std::string& path_in, bool ema,
+                                                             const std::string& key_name) {
   std::string path = path_in;
   if (fs::is_directory(path)) path = (fs::path(path) / "model.safetensors").string();
-  if (!fs::exists(path)) throw std::runtime_error("finetune.init: " + path + " does not exist");
+  if (!fs::exists(path)) throw std::runtime_error(key_name + ": " + path + " does not exist");
   std::map<std::string, torch::Tensor> file = load_safetensors(path), out;
   bool training_checkpoint = false;
   for (const auto& [k, v] : file)
     if (k.rfind("model.", 0) == 0) training_checkpoint = true;
   if (ema && !training_checkpoint)
-    throw std::runtime_error("finetune.init_ema: " + path + " is an exported model, not a training checkpoint; "
-                             "a run's EMA export is the folder final_ema/ (point finetune.init there, init_ema false)");
+    throw std::runtime_error(key_name + "_ema: " + path + " is an exported model, not a training checkpoint; "
+                             "a run's EMA export is the folder final_ema/ (point " + key_name + " there, init_ema false)");
   const std::string prefix = ema ? "extra.ema." : "model.";
   for (const auto& [k, v] : file) {
     std::string key = k;
@@ -153,8 +154,8 @@ std::map<std::string, torch::Tensor> read_classifier_weights(const std::string& 
     out[key] = v;
   }
   if (out.empty())
-    throw std::runtime_error(ema ? "finetune.init_ema: " + path + " holds no EMA weights (its run had train.ema off)"
-                                 : "finetune.init: " + path + " holds no model tensors");
+    throw std::runtime_error(ema ? key_name + "_ema: " + path + " holds no EMA weights (its run had train.ema off)"
+                                 : key_name + ": " + path + " holds no model tensors");
   return out;
 }
 

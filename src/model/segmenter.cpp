@@ -21,6 +21,10 @@ NepaSegmenterImpl::NepaSegmenterImpl(const ModelConfig& backbone, const UPerNetO
     throw std::invalid_argument("segmenter: the heads take " + std::to_string(head.in_channels) +
                                 " channels but the backbone is " + std::to_string(backbone.hidden_size) + " wide");
   vit_nepa = register_module("vit_nepa", ViTNepaModel(backbone));
+  // The heads read block outputs before the final layernorm (mmseg's BEiT/MAE backbones have final_norm off), so
+  // it gets no gradient: frozen, it stays out of the optimiser groups and the gradient all-reduce. It is kept for
+  // the checkpoint names.
+  for (auto& p : vit_nepa->layernorm->parameters()) p.set_requires_grad(false);
   upernet = UPerNet(head);
   register_module("backbone", upernet->pyramid);
   register_module("decode_head", upernet->decode_head);

@@ -125,14 +125,10 @@ void FinetuneTask::export_final(const std::string& dir) {
 
 ViTNepaForImageClassification& FinetuneTask::ema_twin() {
   if (!eval_twin_) {
-    // Made at the first evaluation, mid-run: its (overwritten) init must not draw from the global generator, or
-    // the drop-path masks of every later step would shift, and a run resumed after that evaluation (which makes
-    // its twin later) would no longer equal the uninterrupted one.
-    at::Generator gen = at::globalContext().defaultGenerator(at::kCPU);
-    const torch::Tensor rng_state = gen.get_state();
-    eval_twin_ = ViTNepaForImageClassification(model_->vit_nepa->config(), model_->num_classes(), model_->head(),
-                                               model_->probe_blocks());
-    gen.set_state(rng_state);
+    eval_twin_ = without_drawing([&] {  // made at the first evaluation, mid-run
+      return ViTNepaForImageClassification(model_->vit_nepa->config(), model_->num_classes(), model_->head(),
+                                           model_->probe_blocks());
+    });
     eval_twin_->to(device_);
   }
   ema()->copy_to(*eval_twin_);

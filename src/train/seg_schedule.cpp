@@ -1,5 +1,6 @@
 #include "nepa/train/seg_schedule.h"
 
+#include <fmt/format.h>
 #include <torch/torch.h>
 
 #include <algorithm>
@@ -30,7 +31,7 @@ LlrdGroups seg_param_groups(const std::vector<std::pair<std::string, torch::Tens
     key.spec.depth = num_blocks + 1 - id;
     key.spec.pattern = id == 0            ? "vit_nepa.embeddings.*"
                        : id <= num_blocks ? "vit_nepa.encoder.layer." + std::to_string(id - 1) + ".*"
-                                          : "vit_nepa.layernorm, backbone.fpn*, decode_head, auxiliary_head";
+                                          : "backbone.fpn*, decode_head, auxiliary_head";
     return key;
   });
 }
@@ -43,8 +44,27 @@ PolyWarmupSchedule::PolyWarmupSchedule(std::vector<LlrdSpec> specs, double lr, d
     throw std::invalid_argument("PolyWarmupSchedule: warmup_ratio must be in [0, 1]");
 }
 
-double PolyWarmupSchedule::peak(int group) const {
-  return lr_ * std::pow(decay_, specs_.at(static_cast<size_t>(group)).depth);
+double PolyWarmupSchedule::factor(int group) const {
+  return std::pow(decay_, specs_.at(static_cast<size_t>(group)).depth);
+}
+
+double PolyWarmupSchedule::peak(int group) const { return lr_ * factor(group); }
+
+std::string PolyWarmupSchedule::summary() const {
+  return fmt::format("linear warmup over {} steps from {:g} of each group's lr, then poly (power {:g}) to {:g}",
+                     warmup_, warmup_ratio_, power_, min_lr_);
+}
+
+std::string describe_seg_groups(const LlrdGroups& g, const PolyWarmupSchedule& schedule) {
+  std::string out = fmt::format("{:<17} {:<72} {:>7} {:>10} {:>10} {:>6}\n", "group", "parameters", "tensors",
+                                "factor", "peak lr", "wd");
+  for (size_t i = 0; i < g.groups.size(); ++i) {
+    const int gi = static_cast<int>(i);
+    out += fmt::format("{:<17} {:<72} {:>7} {:>10.4g} {:>10.4g} {:>6.3g}\n", g.groups[i].name,
+                       g.specs[i].pattern + (g.groups[i].weight_decay > 0 ? "" : " (<=1-D)"), g.groups[i].params.size(),
+                       schedule.factor(gi), schedule.peak(gi), g.groups[i].weight_decay);
+  }
+  return out;
 }
 
 double PolyWarmupSchedule::lr(int group, int64_t step) const {

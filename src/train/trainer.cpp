@@ -301,11 +301,13 @@ TrainResult train(const Config& cfg, TrainTask& task, DataLoader& loader, const 
 
   const bool autocast = cfg.train.precision == "bf16";
   const c10::DeviceType device_type = torch::Device(cfg.train.device).type();
+  std::string lr_summary = schedule->summary();
+  if (lr_summary.empty())
+    lr_summary = fmt::format("{} warmup", static_cast<int64_t>(std::ceil(cfg.schedule.warmup_fraction * steps)));
   spdlog::info("training: {} steps ({} per epoch, {} micro-batches of {} x accumulation {} x {} processes), lr {:.3g} "
-               "peak, {} warmup",
+               "peak, {}",
                steps, steps_per_epoch, micro_per_epoch, cfg.train.micro_batch, accum, world_size,
-               scaled_lr(cfg.optim, cfg.train.total_batch),
-               static_cast<int64_t>(std::ceil(cfg.schedule.warmup_fraction * steps)));
+               scaled_lr(cfg.optim, cfg.train.total_batch), lr_summary);
   spdlog::info("{}; {}", describe_clipping(cfg.optim), describe_ema(cfg.train));
   if (world_size > 1)
     spdlog::info("data parallel: {} processes ({}), {} gradient buckets of <= {} MB{}", world_size, comm.backend(),

@@ -1,11 +1,12 @@
 // ADE20K in its release layout, on tiny trees the tests write: pairing, reduce_zero_label, the class list, and
 // one clear line for each bad input (a missing annotation, a map of another size, a class beyond 150, a colour
-// annotation, a wrong root).
+// annotation, a wrong root); other sets in the layout with their classes.txt.
 #include <gtest/gtest.h>
 #include <opencv2/imgcodecs.hpp>
 #include <torch/torch.h>
 
 #include <filesystem>
+#include <fstream>
 
 #include "nepa/data/ade20k.h"
 #include "nepa/data/loader.h"
@@ -106,6 +107,42 @@ TEST(Ade20k, BadInputsGiveOneClearLine) {
   EXPECT_NE(test::error_of<DataError>([&] { make_ade20k(root.string(), "test", true); }).find("split 'test'"),
             std::string::npos);
   EXPECT_EQ(msg.find('\n'), std::string::npos);
+}
+
+// A set of its own classes in the layout (the Fashion-MNIST scenes) lists them in classes.txt: their count bounds
+// the labels and names the per-class table; without the file the 150 ADE20K classes stand.
+TEST(Ade20k, ClassesTxtNamesTheClassesOfOtherSets) {
+  test::TempDir dir;
+  const fs::path root = dir.path() / "scenes";
+  cv::Mat labels(4, 4, CV_8UC1, cv::Scalar(1));
+  labels.at<uchar>(0, 0) = 0;  // ignored
+  labels.at<uchar>(1, 1) = 4;  // class 3, the last
+  write_pair(root, "training", "a", labels);
+  cv::Mat beyond = labels.clone();
+  beyond.at<uchar>(2, 2) = 5;  // class 4 of 4
+  write_pair(root, "training", "b", beyond);
+  std::ofstream(root / "classes.txt") << "  background \n\nT-shirt/top\r\nchest of drawers\n\tlast\n\n";
+  auto ds = make_ade20k(root.string(), "training", true);
+  EXPECT_EQ(ds->num_classes(), 4);
+  EXPECT_EQ(ds->class_names(), (std::vector<std::string>{"background", "T-shirt/top", "chest of drawers", "last"}));
+  const cv::Mat map = ds->load_label_map(0);
+  EXPECT_EQ(map.at<uchar>(0, 0), 255);
+  EXPECT_EQ(map.at<uchar>(1, 1), 3);
+  std::string msg = test::error_of<DataError>([&] { ds->load_label_map(1); });
+  EXPECT_NE(msg.find("b.png: class 4 in the annotation (after reduce_zero_label), but " +
+                     (root / "classes.txt").string() + " lists 4 classes (0-3)"),
+            std::string::npos)
+      << msg;
+  // 150 classes again without the file, where the map above is fine.
+  fs::remove(root / "classes.txt");
+  ds = make_ade20k(root.string(), "training", true);
+  EXPECT_EQ(ds->num_classes(), 150);
+  EXPECT_EQ(ds->class_names().front(), "wall");
+  EXPECT_EQ(ds->load_label_map(1).at<uchar>(2, 2), 4);
+
+  std::ofstream(root / "classes.txt") << " \n\n";
+  msg = test::error_of<DataError>([&] { make_ade20k(root.string(), "training", true); });
+  EXPECT_EQ(msg, "ade20k: " + (root / "classes.txt").string() + " names no class (one name per line)");
 }
 
 // Dense training batches: each sample is exactly seg_train_view of its image and label map under the sample's own

@@ -16,11 +16,6 @@ namespace nepa {
 namespace {
 namespace fs = std::filesystem;
 
-std::string slurp(const fs::path& p) {
-  std::ifstream in(p, std::ios::binary);
-  return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-}
-
 void spit(const fs::path& p, const std::string& bytes) { std::ofstream(p, std::ios::binary) << bytes; }
 
 cv::Mat textured(int w, int h, int seed) {
@@ -143,7 +138,7 @@ TEST(ImageFolder, TruncatedEmptyAndFakeImagesThrowDataErrorNamingTheFile) {
   fs::create_directories(cls);
   ASSERT_TRUE(cv::imwrite((cls / "good.jpg").string(), textured(64, 48, 1)));
   ASSERT_TRUE(cv::imwrite((cls / "good.png").string(), textured(64, 48, 2)));
-  const std::string jpg = slurp(cls / "good.jpg"), png = slurp(cls / "good.png");
+  const std::string jpg = test::slurp(cls / "good.jpg"), png = test::slurp(cls / "good.png");
   ASSERT_EQ(static_cast<uint8_t>(jpg[jpg.size() - 2]), 0xFF);
   ASSERT_EQ(static_cast<uint8_t>(jpg.back()), 0xD9);
   const std::vector<std::pair<std::string, std::string>> bad = {
@@ -296,7 +291,7 @@ TEST(ImageFolder, PngDecodingMatchesOpenCvAndLibpngStaysQuiet) {
     EXPECT_EQ(cv::norm(ours_one, one, cv::NORM_INF), 0.0) << path;
   }
   // Damage: a flipped byte inside IDAT (the chunk chain is whole, so only the decoder can tell).
-  std::string bytes = slurp(cls / "1_rgb.png");
+  std::string bytes = test::slurp(cls / "1_rgb.png");
   const size_t idat = bytes.find("IDAT");
   ASSERT_NE(idat, std::string::npos);
   bytes[idat + 10] = static_cast<char>(bytes[idat + 10] ^ 0x55);

@@ -343,6 +343,71 @@ struct FinetuneConfig {
   }
 };
 
+// Semantic segmentation (nepa_seg): UPerNet on the backbone, trained and evaluated as mmsegmentation's BEiT/MAE
+// ADE20K recipe. The crop fed to the model is data.image_size, the flip probability data.hflip_prob, the lr
+// optim.base_lr x train.total_batch / optim.lr_batch_reference, the run schedule.max_steps iterations.
+struct SegConfig {
+  std::string init;
+  bool init_ema = false;
+  bool allow_missing = false;
+  int num_classes = 0;
+  std::vector<int> out_indices;
+  int channels = 768;
+  int aux_channels = 256;
+  double aux_weight = 0.4;
+  double dropout = 0.1;
+  bool avg_non_ignore = false;
+  int scale_long = 2048;
+  int scale_short = 512;
+  std::vector<double> ratio_range = {0.5, 2.0};
+  double cat_max_ratio = 0.75;
+  bool photometric = true;
+  double layer_decay = 0.65;
+  long long warmup_iters = 1500;
+  double warmup_ratio = 1e-6;
+  double poly_power = 1.0;
+  std::string eval_mode = "slide";
+  int eval_crop = 0;
+  int eval_stride = 341;
+  long long eval_every = 16000;
+  int eval_samples = 0;
+
+  template <class Self, class V>
+  static void visit(Self& self, V& v) {
+    v("init", self.init,
+      "backbone weights: a pretraining checkpoint, an HF model folder or model.safetensors; empty = random init");
+    v("init_ema", self.init_ema, "start from the EMA weights of the training checkpoint named by init");
+    v("allow_missing", self.allow_missing,
+      "let init lack backbone tensors this model has (they train from random init); off, that is an error");
+    v("num_classes", self.num_classes, "classes of the decode heads; 0 = the training set's (ADE20K: 150)");
+    v("out_indices", self.out_indices,
+      "4 blocks (from 0) whose patch tokens feed the pyramid, shallowest first (mmseg: 3/5/7/11 for B, 7/11/15/23 "
+      "for L); required by nepa_seg");
+    v("channels", self.channels, "UPerHead width (mmseg's BEiT-B config: 768)");
+    v("aux_channels", self.aux_channels, "auxiliary FCN head width");
+    v("aux_weight", self.aux_weight, "weight of the auxiliary head's loss");
+    v("dropout", self.dropout, "Dropout2d before each head's classifier");
+    v("avg_non_ignore", self.avg_non_ignore,
+      "average the cross entropy over labelled pixels only; false = mmseg's default (and its BEiT/MAE configs): over "
+      "all pixels of the crop, ignored ones counting 0");
+    v("scale_long", self.scale_long, "training and test resize: long-edge limit at ratio 1 (keep-ratio)");
+    v("scale_short", self.scale_short, "training and test resize: short-edge limit at ratio 1 (keep-ratio)");
+    v("ratio_range", self.ratio_range, "training: the resize scale is multiplied by U[lo, hi)");
+    v("cat_max_ratio", self.cat_max_ratio,
+      "training: crops are re-drawn (up to 10 times) while one class covers this fraction or more; 1 = off");
+    v("photometric", self.photometric, "training: mmseg's PhotoMetricDistortion (brightness, contrast, saturation, hue)");
+    v("layer_decay", self.layer_decay, "BEiT layer-wise lr decay: lr x decay^(L + 1 - layer id); 1 = off");
+    v("warmup_iters", self.warmup_iters, "iterations of linear warmup (schedule poly)");
+    v("warmup_ratio", self.warmup_ratio, "the warmup starts at this fraction of the lr");
+    v("poly_power", self.poly_power, "power of the poly decay to schedule.min_lr at schedule.max_steps");
+    v("eval_mode", self.eval_mode, "slide (windows of eval_crop at eval_stride, logits averaged) | whole");
+    v("eval_crop", self.eval_crop, "slide window side; 0 = data.image_size");
+    v("eval_stride", self.eval_stride, "slide window stride (mmseg: 341 for crop 512)");
+    v("eval_every", self.eval_every, "iterations between evaluations on data.eval_split (and at the end); 0 = end only");
+    v("eval_samples", self.eval_samples, "evaluation images; 0 = the whole split (a figure over fewer is marked so)");
+  }
+};
+
 struct Config {
   ModelConfig model;
   ObjectiveConfig objective;
@@ -354,6 +419,7 @@ struct Config {
   LogConfig log;
   EvalConfig eval;
   FinetuneConfig finetune;
+  SegConfig seg;
 
   template <class Self, class V>
   static void visit(Self& self, V& v) {
@@ -367,6 +433,7 @@ struct Config {
     v.section("log", self.log, "progress logging");
     v.section("eval", self.eval, "evaluation during and after training");
     v.section("finetune", self.finetune, "supervised fine-tuning (nepa_finetune)");
+    v.section("seg", self.seg, "semantic segmentation (nepa_seg)");
   }
 };
 

@@ -64,6 +64,10 @@ struct DenseSample {
 };
 DenseSample load_dense_sample(const Dataset& dataset, int64_t index, int channels);
 
+// An image file decoded as the datasets decode theirs: 8-bit RGB (channels 3) or grey (1). Throws DataError naming
+// the file.
+cv::Mat read_image(const std::string& path, int channels);
+
 // ImageNet layout: <root>/<class>/<image>, class index = position of the folder name in sorted order.
 // Extensions .jpg .jpeg .png .webp .bmp (any case). `file_list` (optional) restricts the set to the listed
 // "<class>/<file>" paths, one per line (a listed file that is not there is an error). Throws DataError if root is

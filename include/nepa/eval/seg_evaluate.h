@@ -21,6 +21,7 @@ struct SegEvalOptions {
   int patch = 14;                            // model inputs are padded (bottom/right, 0) to a multiple of this
   std::vector<double> mean = {0.5, 0.5, 0.5}, std = {0.5, 0.5, 0.5};
   int channels = 3;
+  torch::Device device = torch::kCPU;  // where the image tensor, the model and the window sums live
 };
 
 // The model on one normalised input [1, C, h, w] (h, w multiples of the patch): class logits [1, K, h', w'] at any

@@ -84,8 +84,9 @@ std::string head_of(const std::map<std::string, torch::Tensor>& tensors);
 // nepa_pretrain or nepa_finetune), an HF model.safetensors (vit_nepa.* [+ fc_norm.*, classifier.*]) or a bare
 // backbone file; a folder means its model.safetensors. With `ema`, a training checkpoint's EMA weights
 // ("extra.ema.*", train.ema) instead of its weights; anything else is then an error (an exported EMA is a folder
-// of its own, final_ema/). Throws std::runtime_error naming the file.
-std::map<std::string, torch::Tensor> read_classifier_weights(const std::string& path, bool ema = false);
+// of its own, final_ema/). Throws std::runtime_error naming the file and `key`, the config key that named it.
+std::map<std::string, torch::Tensor> read_classifier_weights(const std::string& path, bool ema = false,
+                                                             const std::string& key = "finetune.init");
 
 // What load_classifier_init left at the model's fresh init.
 struct ClassifierInit {

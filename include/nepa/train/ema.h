@@ -5,6 +5,7 @@
 // not of the initial weights. The training loop owns it (train.ema); copy_to() puts it into a twin module.
 #pragma once
 
+#include <ATen/Context.h>
 #include <torch/nn/module.h>
 
 #include <map>
@@ -36,6 +37,19 @@ class Ema {
   std::vector<torch::Tensor> float_src_, float_dst_;  // the float32 pairs, averaged with one foreach call
   std::vector<size_t> others_;                         // indices of everything else (other dtypes), one by one
 };
+
+// Runs `make` (typically the constructor of a twin module whose init is overwritten at once) and puts the global
+// CPU generator back as it was: a module made mid-run, such as the EMA's evaluation twin, must not shift the drop-path
+// masks of every later step, or a run resumed after that point (which makes its twin later) would no longer equal
+// the uninterrupted one.
+template <class Make>
+auto without_drawing(Make&& make) {
+  at::Generator gen = at::globalContext().defaultGenerator(at::kCPU);
+  const torch::Tensor state = gen.get_state();
+  auto made = make();
+  gen.set_state(state);
+  return made;
+}
 
 // "EMA of the weights: decay ... (averages over ~N steps)" or "... off": for the start of a run and --dry-run.
 std::string describe_ema(const TrainConfig& config);

@@ -3,6 +3,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <string>
 
 #include "nepa/config/config.h"
 
@@ -13,6 +14,8 @@ class LrSchedule {
   virtual ~LrSchedule() = default;
   // The learning rate of parameter group `group` for optimizer step `step` (0-based: the first update uses step 0).
   virtual double lr(int group, int64_t step) const = 0;
+  // How the lr moves, for the run's start-up line; empty = the config's warmup_fraction and cosine describe it.
+  virtual std::string summary() const { return {}; }
 };
 
 // Linear warmup peak * step / warmup_steps, then a half cosine from `peak` to `min_lr` ending at `total_steps`

@@ -33,7 +33,9 @@ class PolyWarmupSchedule : public LrSchedule {
   PolyWarmupSchedule(std::vector<LlrdSpec> specs, double lr, double decay, int64_t warmup_steps, double warmup_ratio,
                      int64_t total_steps, double power = 1.0, double min_lr = 0.0);
   double lr(int group, int64_t step) const override;
+  std::string summary() const override;
   double peak(int group) const;
+  double factor(int group) const;  // decay^depth
 
  private:
   std::vector<LlrdSpec> specs_;
@@ -41,5 +43,8 @@ class PolyWarmupSchedule : public LrSchedule {
   int64_t warmup_, total_;
   double warmup_ratio_, power_, min_lr_;
 };
+
+// One line per group: name, the parameter names it covers, tensors, factor, peak lr, weight decay.
+std::string describe_seg_groups(const LlrdGroups& groups, const PolyWarmupSchedule& schedule);
 
 }  // namespace nepa
