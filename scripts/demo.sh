@@ -3,7 +3,8 @@
 # data with 2 data-parallel processes (configs/pretrain/fmnist_tiny.yaml; k-NN top-1 at random init and after
 # pretraining), then compare the pretrained backbone with the same backbone at random init under the same budget:
 # a linear probe of the frozen backbone (configs/finetune/fmnist_tiny_linprobe.yaml) and a full fine-tune
-# (configs/finetune/fmnist_tiny.yaml), 234 steps each. Extra arguments go to nepa_pretrain (e.g. --set ...).
+# (configs/finetune/fmnist_tiny.yaml), 234 steps each; then UPerNet segmentation of Fashion-MNIST scenes from
+# the same backbone and from random init (scripts/demo_seg.sh). Extra arguments go to nepa_pretrain (e.g. --set ...).
 set -euo pipefail
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 bash "$REPO/scripts/setup.sh"
@@ -31,3 +32,6 @@ printf '  NEPA-pretrained backbone     %6.2f %%     %6.2f %%\n' "$(last_top1 "$R
 printf '  random-init backbone         %6.2f %%     %6.2f %%\n' "$(last_top1 "$RUN/linprobe_random")" \
   "$(last_top1 "$RUN/finetune_random")"
 printf 'run directory: %s\n' "$RUN"
+
+# UPerNet segmentation of Fashion-MNIST scenes on the same backbone and at random init (scripts/demo_seg.sh).
+bash "$REPO/scripts/demo_seg.sh" "$RUN"

@@ -29,9 +29,18 @@ def main():
         panels = [image, truth.convert("RGB"), pred_nepa.convert("RGB"),
                   Image.open(os.path.join(random_init, name + "_labels.png")).convert("RGB")]
         rows.append([p.resize((p.width * SCALE, p.height * SCALE), Image.NEAREST) for p in panels])
+    classes = [l.strip() for l in open(os.path.join(scenes, "classes.txt")) if l.strip()]
     w, h, gap, head = rows[0][0].width, rows[0][0].height, 6, 18
-    sheet = Image.new("RGB", (4 * w + 3 * gap, head + len(rows) * (h + gap)), "white")
+    per_line, line_h = 4, 16
+    legend_h = line_h * ((len(classes) + per_line - 1) // per_line) + 8
+    sheet = Image.new("RGB", (4 * w + 3 * gap, head + len(rows) * (h + gap) + legend_h), "white")
     draw = ImageDraw.Draw(sheet)
+    # The legend: each class's colour, from the prediction's palette; black = ignored in the ground truth.
+    top = head + len(rows) * (h + gap) + 4
+    for i, name in enumerate(classes):
+        x, y = (i % per_line) * ((4 * w + 3 * gap) // per_line) + 4, top + (i // per_line) * line_h
+        draw.rectangle([x, y + 2, x + 10, y + 12], fill=tuple(palette[3 * i: 3 * i + 3]))
+        draw.text((x + 14, y + 1), name, fill="black")
     for c, title in enumerate(("image", "ground truth", "NEPA backbone", "random init")):
         draw.text((c * (w + gap) + 4, 3), title, fill="black")
     for r, row in enumerate(rows):

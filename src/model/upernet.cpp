@@ -77,13 +77,16 @@ SyncBatchNorm2dImpl::SyncBatchNorm2dImpl(int64_t channels) {
 torch::Tensor SyncBatchNorm2dImpl::forward(const torch::Tensor& x_in) {
   // In float32 also under bf16 autocast, where BatchNorm runs in float32 too.
   const torch::Tensor x = x_in.scalar_type() == torch::kFloat32 ? x_in : x_in.to(torch::kFloat32);
-  if (!is_training())
-    return (x - as_channels(running_mean)) * as_channels((running_var + kBnEps).rsqrt() * weight) +
-           as_channels(bias);
-  {
+  if (is_training()) {
     torch::NoGradGuard no_grad;
     num_batches_tracked.add_(1);
   }
+  // Evaluation and one process: ATen's fused batch norm (one pass each way). Its own elementwise form costs ~3 % of
+  // a ViT-S segmentation step (bench/RESULTS.md, section 4), so the custom function runs only when statistics
+  // must cross processes.
+  if (!is_training() || !reducer_)
+    return torch::batch_norm(x, weight, bias, running_mean, running_var, is_training(), kBnMomentum, kBnEps,
+                             /*cudnn_enabled=*/true);
   return SyncBatchNormFunction::apply(x, weight, bias, &reducer_, running_mean, running_var);
 }
 

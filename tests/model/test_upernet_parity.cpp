@@ -13,13 +13,18 @@
 namespace nepa {
 namespace {
 
-TEST(UPerNetParity, ForwardStatisticsAndGradientsEqualTheReference) {
+// One process uses ATen's batch norm; a reducer (here: a group of one, the sum over one rank) switches every
+// BatchNorm to the SyncBN function, which must equal the reference just as well.
+class UPerNetParity : public ::testing::TestWithParam<bool> {};
+
+TEST_P(UPerNetParity, ForwardStatisticsAndGradientsEqualTheReference) {
   const std::string dir = std::string(NEPA_FIXTURE_DIR) + "/upernet/";
   const auto weights = load_safetensors(dir + "model.safetensors");
   const auto inputs = load_safetensors(dir + "input.safetensors");
   const auto expected = load_safetensors(dir + "expected.safetensors");
   UPerNet net(test::small_upernet_options());
   load_state_dict(*net, weights, /*strict=*/true, dir + "model.safetensors");
+  if (GetParam()) net->set_batch_norm_sync([](torch::Tensor&) {});
   std::vector<torch::Tensor> grids;
   for (int i = 0; i < 4; ++i) grids.push_back(inputs.at("grid" + std::to_string(i)));
 
@@ -57,6 +62,9 @@ TEST(UPerNetParity, ForwardStatisticsAndGradientsEqualTheReference) {
   // head's conv.
   EXPECT_EQ(states, 2 * 14);
 }
+
+INSTANTIATE_TEST_SUITE_P(BatchNorm, UPerNetParity, ::testing::Values(false, true),
+                         [](const ::testing::TestParamInfo<bool>& i) { return i.param ? "SyncFunction" : "Aten"; });
 
 }  // namespace
 }  // namespace nepa
