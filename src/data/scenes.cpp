@@ -5,7 +5,10 @@
 #include <opencv2/core.hpp>
 #include <opencv2/imgcodecs.hpp>
 #include <opencv2/imgproc.hpp>
+#include <signal.h>
 #include <unistd.h>
+
+#include <cerrno>
 
 #include <cmath>
 #include <filesystem>
@@ -167,6 +170,24 @@ Scene make_scene(const Dataset& items, const SceneOptions& o, bool validation, i
   return s;
 }
 
+// Removes the `<out>.tmp-<pid>` folders of writers whose process is gone (killed mid-write: the catch below never
+// ran); a live writer's folder is kept. The checkpoints' rule (CheckpointDir::remove_stale_temp_files).
+static void remove_stale_temp_dirs(const fs::path& out) {
+  const fs::path parent = out.has_parent_path() ? out.parent_path() : fs::path(".");
+  if (!fs::is_directory(parent)) return;
+  const std::string prefix = out.filename().string() + ".tmp-";
+  for (const auto& e : fs::directory_iterator(parent)) {
+    const std::string name = e.path().filename().string();
+    if (name.rfind(prefix, 0) != 0 || !e.is_directory()) continue;
+    const std::string digits = name.substr(prefix.size());
+    if (digits.empty() || digits.find_first_not_of("0123456789") != std::string::npos) continue;
+    const pid_t pid = static_cast<pid_t>(std::stoll(digits));
+    if (::kill(pid, 0) == 0 || errno != ESRCH) continue;  // its writer may still be at work
+    std::error_code ec;
+    fs::remove_all(e.path(), ec);
+  }
+}
+
 bool write_fmnist_scenes(const std::string& fashion_mnist_root, const std::string& out_dir,
                          const SceneOptions& options) {
   check_scene_options(options);
@@ -179,6 +200,7 @@ bool write_fmnist_scenes(const std::string& fashion_mnist_root, const std::strin
 
   const auto train = make_fashion_mnist(fashion_mnist_root, "train");
   const auto test = make_fashion_mnist(fashion_mnist_root, "test");
+  remove_stale_temp_dirs(out);
   const fs::path tmp = out.string() + ".tmp-" + std::to_string(::getpid());
   std::error_code ec;
   fs::remove_all(tmp, ec);

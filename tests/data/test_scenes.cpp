@@ -4,6 +4,9 @@
 #include <gtest/gtest.h>
 #include <opencv2/imgcodecs.hpp>
 
+#include <sys/wait.h>
+#include <unistd.h>
+
 #include <filesystem>
 #include <fstream>
 #include <map>
@@ -184,6 +187,23 @@ TEST_F(Scenes, ARerunIsIdempotentAndForeignFoldersAreRefused) {
   EXPECT_TRUE(files_of(dir.path() / "empty") == before);
   for (const auto& e : fs::directory_iterator(dir.path()))
     EXPECT_FALSE(contains(e.path().filename().string(), ".tmp-")) << e.path();
+}
+
+// A writer killed mid-write leaves its temp folder; the next run removes it, and keeps a live writer's.
+TEST_F(Scenes, TempFoldersOfKilledWritersAreRemovedByTheNextRun) {
+  const pid_t child = ::fork();
+  if (child == 0) ::_exit(0);
+  ::waitpid(child, nullptr, 0);  // now a pid without a process
+  const fs::path dead = dir.path() / ("s.tmp-" + std::to_string(child));
+  const fs::path live = dir.path() / ("s.tmp-" + std::to_string(::getppid()));
+  for (const fs::path& p : {dead, live}) {
+    fs::create_directories(p / "images");
+    std::ofstream(p / "images" / "half.jpg") << "x";
+  }
+  ASSERT_TRUE(write_fmnist_scenes("", (dir.path() / "s").string(), tiny()));
+  EXPECT_FALSE(fs::exists(dead));
+  EXPECT_TRUE(fs::exists(live / "images" / "half.jpg"));
+  EXPECT_TRUE(fs::exists(dir.path() / "s" / "scenes.json"));
 }
 
 TEST_F(Scenes, BadOptionsAreOneLineNamingTheField) {
