@@ -26,7 +26,8 @@ case "${NEPA_CUDA:-13}" in
   *) echo "[setup] NEPA_CUDA must be 12 or 13, got '${NEPA_CUDA}'" >&2; exit 2 ;;
 esac
 PILLOW_VERSION="13.0.0"
-PY_PACKAGES=("numpy==2.4.6" "safetensors==0.8.0")
+# Pillow: seg_cli reads the paletted label PNGs with it, scripts/plot_seg_demo.py draws the demo's picture.
+PY_PACKAGES=("numpy==2.4.6" "safetensors==0.8.0" "pillow==$PILLOW_VERSION")
 
 log() { echo "[setup] $*"; }
 
@@ -56,9 +57,9 @@ if [ ! -x "$PY" ]; then
   python3 -m venv "$NEPA_VENV"
 fi
 want=("${PY_PACKAGES[@]}")
-# torchvision + Pillow: the reference side of the transform fixtures and of bench_data_pipeline (never used by
-# the executables).
-[ -z "${Torch_DIR:-}" ] && want+=("torch==$TORCH_VERSION" "torchvision==$TORCHVISION_VERSION" "pillow==$PILLOW_VERSION")
+# torchvision: the reference side of the transform fixtures and of bench_data_pipeline (never used by the
+# executables).
+[ -z "${Torch_DIR:-}" ] && want+=("torch==$TORCH_VERSION" "torchvision==$TORCHVISION_VERSION")
 need_pip=0
 for spec in "${want[@]}"; do
   name="${spec%%==*}"; version="${spec##*==}"
