@@ -56,15 +56,12 @@ int eval_only(const Runtime& rt, Config cfg, const std::string& weights) {
   NepaSegmenter model = load_segmenter(weights, cfg);
   model->to(rt.device);
   auto eval_set = make_dataset(cfg.data, cfg.data.eval_split);
-  if (eval_set->num_classes() != model->upernet->decode_head->conv_seg->options.out_channels())
+  if (eval_set->num_classes() != model->num_classes())
     throw std::runtime_error(fmt::format("{} predicts {} classes but data.eval_split '{}' has {}", weights,
-                                         model->upernet->decode_head->conv_seg->options.out_channels(),
-                                         cfg.data.eval_split, eval_set->num_classes()));
-  const SegModelFn fn = [&model](const torch::Tensor& x) { return model->forward(x).logits; };
-  const SegConfusion confusion =
-      evaluate_segmentation(*eval_set, fn, seg_eval_options(cfg, rt.device), rt.comm_ptr(), cfg.seg.eval_samples);
-  const SegMetrics m = segmentation_metrics(confusion.matrix);
-  const int64_t n = cfg.seg.eval_samples > 0 ? std::min<int64_t>(cfg.seg.eval_samples, eval_set->size()) : eval_set->size();
+                                         model->num_classes(), cfg.data.eval_split, eval_set->num_classes()));
+  const SegEvaluation result = evaluate_segmenter(model, *eval_set, cfg, rt.device, rt.comm_ptr());
+  const SegMetrics& m = result.metrics;
+  const int64_t n = result.images;
   spdlog::info("{}: mIoU {:.2f} mAcc {:.2f} aAcc {:.2f} on {} images of '{}' ({}{})", weights, m.miou, m.macc, m.aacc,
                n, cfg.data.eval_split, cfg.seg.eval_mode, n < eval_set->size() ? ", a subset" : "");
   if (rt.is_main()) {
@@ -85,7 +82,7 @@ int predict(const Runtime& rt, Config cfg, const SegCommand& c) {
   model->to(rt.device);
   const SegEvalOptions opts = seg_eval_options(cfg, rt.device);
   const SegModelFn fn = [&model](const torch::Tensor& x) { return model->forward(x).logits; };
-  const auto palette = seg_palette(static_cast<int>(model->upernet->decode_head->conv_seg->options.out_channels()));
+  const auto palette = seg_palette(static_cast<int>(model->num_classes()));
   fs::create_directories(c.out);
   for (const std::string& path : c.predict) {
     const cv::Mat image = read_image(path, cfg.data.num_channels);

@@ -42,29 +42,25 @@
 #include "nepa/model/vit_nepa.h"
 #include "nepa/objective/nepa_loss.h"
 #include "nepa/train/optim.h"
+#include "bench_util.h"
 
 extern char** environ;
 
 using namespace nepa;
 namespace fs = std::filesystem;
-using Clock = std::chrono::steady_clock;
+using bench::Clock;
+using bench::median;
+using bench::secs;
 
 namespace {
 
 // Same list as GEMM_SHAPES in pretrain_step.py.
-constexpr int64_t kGemmShapes[][3] = {{2048, 2048, 2048}, {32 * 197, 384, 1536}, {32 * 197, 1536, 384}};
+const std::vector<std::array<int64_t, 3>> kGemmShapes = {{2048, 2048, 2048}, {32 * 197, 384, 1536}, {32 * 197, 1536, 384}};
 constexpr double kLr = 1e-4, kWeightDecay = 0.05;
 // glibc serves blocks above the (at most 32 MiB) mmap threshold with a fresh mmap and returns them on free, so
 // every large activation is page-faulted and zeroed by the kernel again on every step. No mmap and no trimming
 // keeps those pages in the process. The same setting for the Python child goes through its environment.
 constexpr const char* kMallocTunables = "glibc.malloc.mmap_max=0:glibc.malloc.trim_threshold=68719476736";
-
-double secs(Clock::time_point a, Clock::time_point b) { return std::chrono::duration<double>(b - a).count(); }
-
-double median(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  return v.empty() ? std::nan("") : v[v.size() / 2];
-}
 
 struct FlopCount {
   double forward_per_image = 0, step = 0;
@@ -82,30 +78,6 @@ FlopCount count_flops(const ModelConfig& m, int batch) {
   c.forward_per_image = patch + m.num_hidden_layers * (qkv + attention + proj + mlp);
   c.step = 3 * c.forward_per_image * batch;
   return c;
-}
-
-struct GemmPeak {
-  double best = 0;
-  std::map<std::string, double> per_shape;  // GFLOP/s
-};
-
-GemmPeak gemm_peak(int reps) {
-  torch::NoGradGuard no_grad;
-  GemmPeak out;
-  for (const auto& s : kGemmShapes) {
-    auto a = torch::randn({s[0], s[1]}), b = torch::randn({s[1], s[2]}), c = torch::empty({s[0], s[2]});
-    for (int i = 0; i < 2; ++i) torch::mm_out(c, a, b);
-    double best = 1e30;
-    for (int i = 0; i < reps; ++i) {
-      auto t0 = Clock::now();
-      torch::mm_out(c, a, b);
-      best = std::min(best, secs(t0, Clock::now()));
-    }
-    double gflops = 2.0 * s[0] * s[1] * s[2] / best / 1e9;
-    out.per_shape[fmt::format("{}x{}x{}", s[0], s[1], s[2])] = gflops;
-    out.best = std::max(out.best, gflops);
-  }
-  return out;
 }
 
 // One step's timings (ms) plus what the kernel charged for it: minor page faults and system CPU time.
@@ -315,88 +287,12 @@ YAML::Node run_json(const std::string& cmd) {
   return YAML::Load(last);
 }
 
-// `pretrain_step.py serve`: a line "step" in, one JSON line out. Spawned (not forked by hand) because this
-// process already runs OpenMP threads.
-class PythonStepper {
- public:
-  PythonStepper(const std::vector<std::string>& argv, const std::vector<std::string>& extra_env) {
-    int to_child[2], from_child[2];
-    if (pipe(to_child) != 0 || pipe(from_child) != 0) throw std::runtime_error("pipe failed");
-    posix_spawn_file_actions_t fa;
-    posix_spawn_file_actions_init(&fa);
-    posix_spawn_file_actions_adddup2(&fa, to_child[0], STDIN_FILENO);
-    posix_spawn_file_actions_adddup2(&fa, from_child[1], STDOUT_FILENO);
-    for (int fd : {to_child[0], to_child[1], from_child[0], from_child[1]}) posix_spawn_file_actions_addclose(&fa, fd);
-    std::vector<char*> args, env;
-    for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
-    args.push_back(nullptr);
-    for (char** e = environ; *e; ++e) env.push_back(*e);
-    for (const auto& e : extra_env) env.push_back(const_cast<char*>(e.c_str()));
-    env.push_back(nullptr);
-    int err = posix_spawnp(&pid_, args[0], &fa, nullptr, args.data(), env.data());
-    posix_spawn_file_actions_destroy(&fa);
-    close(to_child[0]);
-    close(from_child[1]);
-    if (err != 0) {
-      close(to_child[1]);
-      close(from_child[0]);
-      throw std::runtime_error(fmt::format("cannot start {}: {}", argv[0], std::strerror(err)));
-    }
-    to_ = fdopen(to_child[1], "w");
-    from_ = fdopen(from_child[0], "r");
-    try {
-      header_ = read_json();
-    } catch (...) {
-      finish();
-      throw;
-    }
-  }
-  ~PythonStepper() { finish(); }
-  PythonStepper(const PythonStepper&) = delete;
-  PythonStepper& operator=(const PythonStepper&) = delete;
-
-  const YAML::Node& header() const { return header_; }
-
-  Sample step() {
-    fputs("step\n", to_);
-    fflush(to_);
-    YAML::Node j = read_json();
-    return {j["step_ms"].as<double>(), j["forward_ms"].as<double>(), j["backward_ms"].as<double>(),
-            j["optim_ms"].as<double>(), j["minflt"].as<double>(), j["sys_ms"].as<double>(), j["loss"].as<double>()};
-  }
-
- private:
-  void finish() {
-    if (to_) fclose(to_);  // EOF on its stdin ends the serve loop
-    if (from_) fclose(from_);
-    if (pid_ > 0) waitpid(pid_, nullptr, 0);
-    to_ = from_ = nullptr;
-    pid_ = -1;
-  }
-
-  YAML::Node read_json() {
-    std::string line;
-    char buf[4096];
-    while (fgets(buf, sizeof(buf), from_)) {
-      line += buf;
-      if (line.back() != '\n') continue;
-      if (line[0] == '{') return YAML::Load(line);
-      fmt::print("{}", line);  // anything else the child printed
-      line.clear();
-    }
-    throw std::runtime_error("the Python side exited early (see its messages above)");
-  }
-
-  pid_t pid_ = -1;
-  FILE* to_ = nullptr;
-  FILE* from_ = nullptr;
-  YAML::Node header_;
-};
-
-std::string default_python() {
-  if (const char* p = std::getenv("NEPA_PYTHON"); p && *p) return p;
-  const char* home = std::getenv("HOME");
-  return std::string(home ? home : "") + "/.cache/nepa/venv/bin/python";
+// `pretrain_step.py serve`: a line "step" in, one JSON line out.
+Sample python_step(bench::JsonChild& py) {
+  const YAML::Node j = py.call("step");
+  return {j["step_ms"].as<double>(), j["forward_ms"].as<double>(), j["backward_ms"].as<double>(),
+          j["optim_ms"].as<double>(), j["minflt"].as<double>(),   j["sys_ms"].as<double>(),
+          j["loss"].as<double>()};
 }
 
 }  // namespace
@@ -406,7 +302,7 @@ int main(int argc, char** argv) {
   int threads = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
   int steps = 10, warmup = 3, gemm_reps = 10;
   uint64_t seed = 0;
-  std::string only, python = default_python();
+  std::string only, python = bench::default_python();
   bool no_eager = false, no_check = false, profile = false, malloc_tune = false;
   app.add_option("--threads", threads, "intra-op threads for both sides (default: all cores)")->check(CLI::PositiveNumber);
   app.add_option("--steps", steps, "timed steps per side; medians are reported")->check(CLI::PositiveNumber);
@@ -450,8 +346,8 @@ int main(int argc, char** argv) {
   if (only.empty() || only == "vits") cases.push_back({"vits", "ViT-S/16 224 b32", vits, 32});
   if (only.empty() || only == "tiny") cases.push_back({"tiny", "fmnist_tiny 28 b128", tiny, 128});
 
-  GemmPeak peak_cpp = gemm_peak(gemm_reps);
-  std::optional<GemmPeak> peak_py;
+  bench::GemmPeak peak_cpp = bench::gemm_peak(kGemmShapes, gemm_reps);
+  std::optional<bench::GemmPeak> peak_py;
   if (!no_eager) {
     std::string env = malloc_tune ? std::string("GLIBC_TUNABLES=") + kMallocTunables + " " : "";
     YAML::Node j = run_json(fmt::format("{}{} {} gemm --threads {} --reps {}", env, shell_quote(python),
@@ -486,13 +382,13 @@ int main(int argc, char** argv) {
       std::fflush(stdout);
       fs::path model_dir = dir / c.key;
       CppStepper cpp(c.model, c.batch, seed, model_dir);
-      std::unique_ptr<PythonStepper> py;
+      std::unique_ptr<bench::JsonChild> py;
       if (!no_eager) {
         std::vector<std::string> cmd = {python, script, "serve", model_dir.string(), "--threads",
                                         std::to_string(threads), "--batch", std::to_string(c.batch), "--seed",
                                         std::to_string(seed)};
         if (!no_check) cmd.push_back("--check");
-        py = std::make_unique<PythonStepper>(cmd, child_env);
+        py = std::make_unique<bench::JsonChild>(cmd, child_env);
         if (const auto& chk = py->header()["check"])
           fmt::print("[{}] eager vs float64 reference (eval mode), max |diff|: release init {:.2g}, LayerScale=1 {:.2g}\n",
                      c.label, chk["release init"].as<double>(), chk["LayerScale=1"].as<double>());
@@ -504,7 +400,7 @@ int main(int argc, char** argv) {
         Sample a = cpp.step();
         if (i >= warmup) cpp_samples.push_back(a);
         if (py) {
-          Sample b = py->step();
+          Sample b = python_step(*py);
           if (i >= warmup) py_samples.push_back(b);
         }
       }

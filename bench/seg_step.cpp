@@ -43,43 +43,22 @@
 #include "nepa/model/segmenter.h"
 #include "nepa/train/optim.h"
 #include "nepa/train/seg_task.h"
+#include "bench_util.h"
 
 extern char** environ;
 
 using namespace nepa;
 namespace fs = std::filesystem;
-using Clock = std::chrono::steady_clock;
+using bench::Clock;
+using bench::median;
+using bench::secs;
 
 namespace {
 
-constexpr int64_t kGemmShapes[][3] = {{2048, 2048, 2048}, {32 * 197, 384, 1536}, {32 * 197, 1536, 384}};
+const std::vector<std::array<int64_t, 3>> kGemmShapes = {{2048, 2048, 2048}, {32 * 197, 384, 1536}, {32 * 197, 1536, 384}};
 constexpr int kImageH = 512, kImageW = 683;  // the inference image (ADE20K-like; (2048, 512) resize is a no-op)
 constexpr double kLossTolerance = 1e-3;
 
-double secs(Clock::time_point a, Clock::time_point b) { return std::chrono::duration<double>(b - a).count(); }
-double median(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  return v.empty() ? std::nan("") : v[v.size() / 2];
-}
-
-double gemm_peak(int reps, std::map<std::string, double>& per_shape) {
-  torch::NoGradGuard no_grad;
-  double best_gflops = 0;
-  for (const auto& s : kGemmShapes) {
-    auto a = torch::randn({s[0], s[1]}), b = torch::randn({s[1], s[2]}), c = torch::empty({s[0], s[2]});
-    for (int i = 0; i < 2; ++i) torch::mm_out(c, a, b);
-    double best = 1e30;
-    for (int i = 0; i < reps; ++i) {
-      auto t0 = Clock::now();
-      torch::mm_out(c, a, b);
-      best = std::min(best, secs(t0, Clock::now()));
-    }
-    const double g = 2.0 * s[0] * s[1] * s[2] / best / 1e9;
-    per_shape[fmt::format("{}x{}x{}", s[0], s[1], s[2])] = g;
-    best_gflops = std::max(best_gflops, g);
-  }
-  return best_gflops;
-}
 
 // Forward FLOPs of the segmenter on one [C, H, W] input (H, W multiples of the patch).
 double forward_flops(const ModelConfig& m, const UPerNetOptions& o, int64_t height, int64_t width) {
@@ -292,79 +271,11 @@ class CppStepper {
 
 // `seg_step.py serve`: a command line in ("step", "infer", "profile step|infer"), one JSON line out; `gemm`: one line,
 // then EOF. Spawned (not forked by hand) because this process already runs OpenMP threads.
-class PythonSide {
- public:
-  explicit PythonSide(const std::vector<std::string>& argv) {
-    int in[2], out[2];
-    if (pipe(in) != 0 || pipe(out) != 0) throw std::runtime_error("pipe failed");
-    posix_spawn_file_actions_t fa;
-    posix_spawn_file_actions_init(&fa);
-    posix_spawn_file_actions_adddup2(&fa, in[0], STDIN_FILENO);
-    posix_spawn_file_actions_adddup2(&fa, out[1], STDOUT_FILENO);
-    for (int fd : {in[0], in[1], out[0], out[1]}) posix_spawn_file_actions_addclose(&fa, fd);
-    std::vector<char*> args;
-    for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
-    args.push_back(nullptr);
-    const int err = posix_spawnp(&pid_, args[0], &fa, nullptr, args.data(), environ);
-    posix_spawn_file_actions_destroy(&fa);
-    close(in[0]);
-    close(out[1]);
-    to_ = fdopen(in[1], "w");
-    from_ = fdopen(out[0], "r");
-    if (err != 0) pid_ = -1;
-    try {
-      if (err != 0) throw std::runtime_error(fmt::format("cannot start {}: {}", argv[0], std::strerror(err)));
-      header = read_json();
-    } catch (...) {
-      finish();
-      throw;
-    }
-  }
-  ~PythonSide() { finish(); }
-  PythonSide(const PythonSide&) = delete;
-  PythonSide& operator=(const PythonSide&) = delete;
-
-  YAML::Node call(const std::string& command) {
-    fputs((command + "\n").c_str(), to_);
-    fflush(to_);
-    return read_json();
-  }
-  Sample step() {
-    const YAML::Node j = call("step");
-    return {j["step_ms"].as<double>(), j["forward_ms"].as<double>(), j["backward_ms"].as<double>(),
-            j["optim_ms"].as<double>(), j["loss"].as<double>()};
-  }
-  YAML::Node header;  // the first line: gemm's result, or serve's {threads, ready}
-
- private:
-  void finish() {
-    if (to_) fclose(to_);  // EOF on its stdin ends the serve loop
-    if (from_) fclose(from_);
-    if (pid_ > 0) waitpid(pid_, nullptr, 0);
-    to_ = from_ = nullptr;
-    pid_ = -1;
-  }
-  YAML::Node read_json() {
-    std::string line;
-    char buf[1 << 16];
-    while (fgets(buf, sizeof(buf), from_)) {
-      line += buf;
-      if (line.back() != '\n') continue;
-      if (line[0] == '{') return YAML::Load(line);
-      fmt::print("{}", line);  // anything else the child printed
-      line.clear();
-    }
-    throw std::runtime_error("the Python side exited early (see its messages above)");
-  }
-  pid_t pid_ = -1;
-  FILE* to_ = nullptr;
-  FILE* from_ = nullptr;
-};
-
-std::string default_python() {
-  if (const char* p = std::getenv("NEPA_PYTHON"); p && *p) return p;
-  const char* home = std::getenv("HOME");
-  return std::string(home ? home : "") + "/.cache/nepa/venv/bin/python";
+// `seg_step.py serve`: a line "step" in, one JSON line out.
+Sample python_step(bench::JsonChild& py) {
+  const YAML::Node j = py.call("step");
+  return {j["step_ms"].as<double>(), j["forward_ms"].as<double>(), j["backward_ms"].as<double>(),
+          j["optim_ms"].as<double>(), j["loss"].as<double>()};
 }
 
 // Both sides' profiled step or inference, ops by the larger of their two self times.
@@ -397,7 +308,7 @@ int main(int argc, char** argv) {
   int threads = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
   int steps = 10, warmup = 3, gemm_reps = 10, infer_reps = 0;
   uint64_t seed = 0;
-  std::string only, python = default_python();
+  std::string only, python = bench::default_python();
   bool no_eager = false, profile = false;
   app.add_option("--threads", threads, "intra-op threads for both sides (default: all cores)")
       ->check(CLI::PositiveNumber);
@@ -418,16 +329,17 @@ int main(int argc, char** argv) {
   spdlog::set_level(spdlog::level::warn);  // SegTask's lr table
   const std::string source_dir = NEPA_SOURCE_DIR, script = source_dir + "/bench/seg_step.py";
 
-  std::map<std::string, double> peak_cpp, peak_py;
-  double peak = gemm_peak(gemm_reps, peak_cpp);
+  const bench::GemmPeak peak_cpp = bench::gemm_peak(kGemmShapes, gemm_reps);
+  std::map<std::string, double> peak_py;
+  double peak = peak_cpp.best;
   if (!no_eager) {
-    PythonSide gemm(
+    bench::JsonChild gemm(
         {python, script, "gemm", "--threads", std::to_string(threads), "--reps", std::to_string(gemm_reps)});
-    peak = std::max(peak, gemm.header["gflops"].as<double>());
-    for (const auto& kv : gemm.header["shapes"]) peak_py[kv.first.as<std::string>()] = kv.second.as<double>();
+    peak = std::max(peak, gemm.header()["gflops"].as<double>());
+    for (const auto& kv : gemm.header()["shapes"]) peak_py[kv.first.as<std::string>()] = kv.second.as<double>();
   }
   fmt::print("threads {} | fp32 GEMM GFLOP/s, best of {} (LibTorch / PyTorch):", threads, gemm_reps);
-  for (const auto& [shape, g] : peak_cpp)
+  for (const auto& [shape, g] : peak_cpp.per_shape)
     fmt::print(" {} {:.1f} / {};", shape, g, no_eager ? "-" : fmt::format("{:.1f}", peak_py[shape]));
   fmt::print(" peak used for MFU {:.1f}\n", peak);
 
@@ -457,11 +369,11 @@ int main(int argc, char** argv) {
           "({}, {})); {} warmup + {} timed steps per side\n",
           c.label, r.step_flops / 1e9, kImageH, kImageW, r.infer_flops / 1e9, c.config.seg.eval_crop,
           c.config.seg.eval_stride, c.config.seg.scale_long, c.config.seg.scale_short, warmup, steps);
-      std::unique_ptr<PythonSide> py;
+      std::unique_ptr<bench::JsonChild> py;
       if (!no_eager) {
-        py = std::make_unique<PythonSide>(
+        py = std::make_unique<bench::JsonChild>(
             std::vector<std::string>{python, script, "serve", case_dir.string(), "--threads", std::to_string(threads)});
-        if (py->header["threads"].as<int>() != threads)
+        if (py->header()["threads"].as<int>() != threads)
           throw std::runtime_error("the Python side runs on a different number of threads");
       }
       // Inference first, on the initial weights (eval mode changes nothing), so that the class maps are comparable.
@@ -483,7 +395,7 @@ int main(int argc, char** argv) {
         const Sample a = cpp.step();
         if (i >= warmup) cpp_samples.push_back(a);
         if (!py) continue;
-        const Sample b = py->step();
+        const Sample b = python_step(*py);
         if (i >= warmup) py_samples.push_back(b);
         if (i > 0) continue;
         const double rel = std::abs(a.loss - b.loss) / std::max(std::abs(a.loss), std::abs(b.loss));

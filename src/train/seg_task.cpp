@@ -17,11 +17,6 @@ namespace nepa {
 namespace fs = std::filesystem;
 namespace F = torch::nn::functional;
 
-namespace {
-int64_t num_classes_of(NepaSegmenter& model) {
-  return model->upernet->decode_head->conv_seg->options.out_channels();
-}
-}  // namespace
 
 UPerNetOptions upernet_options(const Config& config, int64_t num_classes) {
   UPerNetOptions o;
@@ -126,7 +121,7 @@ void save_segmenter(const std::string& dir, NepaSegmenter& model, const Config& 
   save_hf_model(dir, model->vit_nepa, hf, rest);
   Config saved = config;
   saved.model = hf.model;
-  saved.seg.num_classes = static_cast<int>(num_classes_of(model));
+  saved.seg.num_classes = static_cast<int>(model->num_classes());
   save_config(saved, (fs::path(dir) / "config.yaml").string());
 }
 
@@ -226,31 +221,33 @@ void SegTask::load_extra_state(const std::map<std::string, torch::Tensor>& extra
   if (auto it = extra.find("best_miou"); it != extra.end()) best_miou_ = it->second.item<double>();
 }
 
-SegMetrics SegTask::evaluate_model(NepaSegmenter& model, int64_t* images) {
+SegEvaluation evaluate_segmenter(NepaSegmenter& model, const Dataset& dataset, const Config& config,
+                                 torch::Device device, dist::Comm* comm) {
   const bool was_training = model->is_training();
   model->eval();
-  const SegEvalOptions opts = seg_eval_options(config_, device_);
   const SegModelFn fn = [&model](const torch::Tensor& x) { return model->forward(x).logits; };
-  const SegConfusion confusion = evaluate_segmentation(*eval_set_, fn, opts, comm_, config_.seg.eval_samples);
+  const SegConfusion confusion =
+      evaluate_segmentation(dataset, fn, seg_eval_options(config, device), comm, config.seg.eval_samples);
   if (was_training) model->train();
-  *images = config_.seg.eval_samples > 0 ? std::min<int64_t>(config_.seg.eval_samples, eval_set_->size())
-                                         : eval_set_->size();
-  return segmentation_metrics(confusion.matrix);
+  const int64_t images = config.seg.eval_samples > 0 ? std::min<int64_t>(config.seg.eval_samples, dataset.size())
+                                                      : dataset.size();
+  return {segmentation_metrics(confusion.matrix), images};
 }
 
 std::vector<std::pair<std::string, double>> SegTask::evaluate(int64_t step) {
   if (!eval_set_) return {};
   const bool main_rank = !comm_ || comm_->is_main();
   const fs::path run_dir = config_.train.output_dir;
-  int64_t images = 0;
-  const SegMetrics plain = evaluate_model(model_, &images);
+  const SegEvaluation plain_eval = evaluate_segmenter(model_, *eval_set_, config_, device_, comm_);
+  const SegMetrics& plain = plain_eval.metrics;
+  const int64_t images = plain_eval.images;
   std::vector<std::pair<std::string, double>> out = {
       {"mIoU", plain.miou}, {"mAcc", plain.macc}, {"aAcc", plain.aacc}};
   const SegMetrics* headline = &plain;
   SegMetrics averaged;
   NepaSegmenter* best_model = &model_;
   if (ema()) {
-    averaged = evaluate_model(ema_twin(), &images);
+    averaged = evaluate_segmenter(ema_twin(), *eval_set_, config_, device_, comm_).metrics;
     out.insert(out.end(), {{"ema_mIoU", averaged.miou}, {"ema_mAcc", averaged.macc}, {"ema_aAcc", averaged.aacc}});
     headline = &averaged;
     best_model = &eval_twin_;
@@ -283,7 +280,7 @@ void SegTask::export_final(const std::string& dir) {
 NepaSegmenter& SegTask::ema_twin() {
   if (!eval_twin_) {
     eval_twin_ = without_drawing([&] {  // made at the first evaluation, mid-run
-      return NepaSegmenter(model_->vit_nepa->config(), upernet_options(config_, num_classes_of(model_)),
+      return NepaSegmenter(model_->vit_nepa->config(), upernet_options(config_, model_->num_classes()),
                            model_->out_indices());
     });
     eval_twin_->to(device_);

@@ -23,6 +23,7 @@ class NepaSegmenterImpl : public torch::nn::Module {
   // The four [B, D, H/p, W/p] grids the heads see (patch tokens of the chosen blocks, CLS dropped).
   std::vector<torch::Tensor> features(const torch::Tensor& pixel_values);
   const std::vector<int>& out_indices() const { return out_indices_; }
+  int64_t num_classes() const { return upernet->decode_head->conv_seg->options.out_channels(); }
 
   ViTNepaModel vit_nepa{nullptr};
   UPerNet upernet{nullptr};  // its parts are registered here under mmseg's names

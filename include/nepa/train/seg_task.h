@@ -33,6 +33,15 @@ std::vector<int> seg_out_indices(const Config& config);
 torch::Tensor seg_cross_entropy(const torch::Tensor& logits, const torch::Tensor& labels, bool avg_non_ignore,
                                 int64_t ignore_index = 255);
 
+// `model` (in eval mode for the call) on data.eval_split-style `dataset` as the config's seg section tests it: the
+// first seg.eval_samples images (0 = all), sharded over `comm`; `images` is how many were scored.
+struct SegEvaluation {
+  SegMetrics metrics;
+  int64_t images = 0;
+};
+SegEvaluation evaluate_segmenter(NepaSegmenter& model, const Dataset& dataset, const Config& config,
+                                 torch::Device device, dist::Comm* comm);
+
 // What load_segmenter_init changed: backbone tensors from the file; the rest keeps its fresh init.
 struct SegmenterInit {
   int64_t loaded = 0;
@@ -85,7 +94,6 @@ class SegTask : public TrainTask {
   double best_miou_ = -1.0;
 
   NepaSegmenter& ema_twin();
-  SegMetrics evaluate_model(NepaSegmenter& model, int64_t* images);
 };
 
 }  // namespace nepa
