@@ -12,7 +12,6 @@
 // projection, MLP; backward = 2x forward (also for the patch embedding, whose input gradient is not actually
 // computed); LayerNorm, GELU, RoPE, softmax, loss and AdamW count as zero. MFU = achieved FLOP/s / measured fp32
 // GEMM peak, the peak being the best of LibTorch's and PyTorch's measurements over kGemmShapes.
-#include <ATen/ops/_fused_adamw.h>
 #include <CLI/CLI.hpp>
 #include <fmt/format.h>
 #include <malloc.h>
@@ -107,43 +106,6 @@ struct Usage {
   }
 };
 
-// The library's update (per-group lr and weight decay, betas, eps) through ATen's single-kernel CPU AdamW, on its
-// own state. Only timed, after the real run, to size what torch::optim::AdamW's per-tensor loop costs.
-class FusedAdamW {
- public:
-  FusedAdamW(const std::vector<ParamGroup>& groups, const OptimConfig& oc)
-      : beta1_(oc.betas.at(0)), beta2_(oc.betas.at(1)), eps_(oc.eps) {
-    for (const auto& g : groups) {
-      Group fg;
-      fg.weight_decay = g.weight_decay;
-      for (const auto& p : g.params) {
-        fg.params.push_back(p);
-        fg.exp_avg.push_back(torch::zeros_like(p));
-        fg.exp_avg_sq.push_back(torch::zeros_like(p));
-        fg.steps.push_back(torch::zeros({}, torch::kFloat32));
-      }
-      groups_.push_back(std::move(fg));
-    }
-  }
-  void step(double lr) {
-    torch::NoGradGuard no_grad;
-    for (auto& g : groups_) {
-      std::vector<torch::Tensor> grads;
-      for (const auto& p : g.params) grads.push_back(p.grad());
-      at::_fused_adamw_(g.params, grads, g.exp_avg, g.exp_avg_sq, {}, g.steps, lr, beta1_, beta2_, g.weight_decay,
-                        eps_, /*amsgrad=*/false, /*maximize=*/false);
-    }
-  }
-
- private:
-  struct Group {
-    std::vector<torch::Tensor> params, exp_avg, exp_avg_sq, steps;
-    double weight_decay = 0;
-  };
-  std::vector<Group> groups_;
-  double beta1_, beta2_, eps_;
-};
-
 // The C++ side: the library's model, objective and optimizer exactly as the trainer builds them.
 class CppStepper {
  public:
@@ -154,7 +116,7 @@ class CppStepper {
     model_->train();
     groups_ = decay_groups(*model_, kWeightDecay);
     optim_ = make_adamw(groups_, oc_);
-    for (auto& g : optim_->param_groups()) static_cast<torch::optim::AdamWOptions&>(g.options()).lr(kLr);
+    for (size_t g = 0; g < optim_->num_groups(); ++g) optim_->set_lr(g, kLr);
     pixels_ = torch::rand({batch, mc.num_channels, mc.image_size, mc.image_size}) * 2 - 1;
   }
 
@@ -175,18 +137,6 @@ class CppStepper {
       throw std::runtime_error(fmt::format("C++ side: non-finite loss {} at step {}", value, steps_));
     return {1e3 * secs(t0, t3), 1e3 * secs(t0, t1), 1e3 * secs(t1, t2), 1e3 * secs(t2, t3),
             u1.minflt - u0.minflt,  1e3 * (u1.sys_s - u0.sys_s), value};
-  }
-
-  // Median ms of at::_fused_adamw_ on the current gradients (their values do not change its cost).
-  double fused_adamw_ms(int reps) {
-    FusedAdamW fused(groups_, oc_);
-    std::vector<double> t;
-    for (int i = 0; i < reps; ++i) {
-      auto t0 = Clock::now();
-      fused.step(kLr);
-      t.push_back(1e3 * secs(t0, Clock::now()));
-    }
-    return median(t);
   }
 
   // One step under the Kineto profiler; ops by self CPU time, from the event nesting on the calling thread
@@ -260,7 +210,7 @@ class CppStepper {
   OptimConfig oc_;
   ObjectiveConfig objective_;
   std::vector<ParamGroup> groups_;
-  std::unique_ptr<torch::optim::AdamW> optim_;
+  std::unique_ptr<AdamW> optim_;
   torch::Tensor pixels_;
   int steps_ = 0;
 };
@@ -368,14 +318,13 @@ int main(int argc, char** argv) {
     Case c;
     FlopCount flops;
     Summary cpp;
-    double fused_adamw_ms = 0;
     std::optional<Summary> eager;
   };
   std::vector<Row> rows;
   int rc = 0;
   try {
     for (const auto& c : cases) {
-      Row r{c, count_flops(c.model, c.batch), {}, 0, std::nullopt};
+      Row r{c, count_flops(c.model, c.batch), {}, std::nullopt};
       fmt::print("\n[{}] forward {:.3f} GFLOP/image, step {:.1f} GFLOP; {} warmup + {} timed steps per side{}\n",
                  c.label, r.flops.forward_per_image / 1e9, r.flops.step / 1e9, warmup, steps,
                  no_eager ? "" : ", alternating C++ / eager");
@@ -407,7 +356,6 @@ int main(int argc, char** argv) {
       py.reset();
       r.cpp = Summary::of(cpp_samples);
       if (!no_eager) r.eager = Summary::of(py_samples);
-      r.fused_adamw_ms = cpp.fused_adamw_ms(std::max(3, steps));
       fmt::print("[{}] step ms, C++: {:.0f}", c.label, r.cpp.step);
       if (r.eager) fmt::print(", eager: {:.0f}", r.eager->step);
       fmt::print("; last loss C++ {:.4f}{}\n", cpp_samples.back().loss,
@@ -435,17 +383,18 @@ int main(int argc, char** argv) {
       fmt::print("{:<20} {:>10.1f} {:>10} {:>7} {:>7.1f}% {:>8} {:>15.1f}\n", r.c.label, img_s(r, r.cpp), "-", "-",
                  mfu(r, r.cpp), "-", peak);
   }
-  fmt::print("\nper step (medians)         {:>8} {:>8} {:>8} {:>7} {:>11} {:>8} {:>8}\n", "step ms", "forward",
-             "backward", "AdamW", "fused AdamW", "faults", "sys ms");
-  auto line = [](const std::string& a, const std::string& b, const Summary& s, const std::string& fused) {
-    fmt::print("{:<20} {:<5} {:>8.1f} {:>8.1f} {:>8.1f} {:>7.1f} {:>11} {:>8.0f} {:>8.0f}\n", a, b, s.step, s.forward,
-               s.backward, s.optim, fused, s.minflt, s.sys_ms);
+  fmt::print("\nper step (medians)         {:>8} {:>8} {:>8} {:>7} {:>8} {:>8}\n", "step ms", "forward",
+             "backward", "AdamW", "faults", "sys ms");
+  auto line = [](const std::string& a, const std::string& b, const Summary& s) {
+    fmt::print("{:<20} {:<5} {:>8.1f} {:>8.1f} {:>8.1f} {:>7.1f} {:>8.0f} {:>8.0f}\n", a, b, s.step, s.forward,
+               s.backward, s.optim, s.minflt, s.sys_ms);
   };
   for (const auto& r : rows) {
-    line(r.c.label, "C++", r.cpp, fmt::format("{:.1f}", r.fused_adamw_ms));
-    if (r.eager) line("", "eager", *r.eager, "-");
+    line(r.c.label, "C++", r.cpp);
+    if (r.eager) line("", "eager", *r.eager);
   }
-  fmt::print("forward includes the loss, backward includes zero_grad; 'fused AdamW' = the same update through "
-             "at::_fused_adamw_;\nfaults = minor page faults, sys ms = kernel CPU time (all threads) per step.\n");
+  fmt::print("forward includes the loss, backward includes zero_grad; C++ AdamW is the library's (ATen's fused kernel), "
+             "eager's torch.optim.AdamW's default (foreach), as the release runs it;\nfaults = minor page faults, "
+             "sys ms = kernel CPU time (all threads) per step.\n");
   return rc;
 }

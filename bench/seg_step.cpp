@@ -186,7 +186,7 @@ class CppStepper {
     std::vector<std::string> group_json;
     for (size_t g = 0; g < groups_.size(); ++g) {  // lr values at the end of the warmup: only their equality matters
       const double lr = schedule->lr(static_cast<int>(g), cfg_.seg.warmup_iters) * groups_[g].lr_scale;
-      static_cast<torch::optim::AdamWOptions&>(optim_->param_groups()[g].options()).lr(lr);
+      optim_->set_lr(g, lr);
       group_json.push_back(fmt::format(R"({{"params": {}, "weight_decay": {}, "lr": {}}})",
                                        fmt::format("[\"{}\"]", fmt::join(groups_[g].param_names, "\", \"")),
                                        groups_[g].weight_decay, lr));
@@ -264,7 +264,7 @@ class CppStepper {
   UPerNetOptions head_;
   SegEvalOptions eval_;
   std::vector<ParamGroup> groups_;
-  std::unique_ptr<torch::optim::AdamW> optim_;
+  std::unique_ptr<AdamW> optim_;
   torch::Tensor pixels_, labels_, image_;
   cv::Mat image_mat_;
 };

@@ -3,7 +3,6 @@
 #include <ATen/Context.h>
 #include <fmt/format.h>
 #include <signal.h>
-#include <torch/optim/adamw.h>
 
 #include <algorithm>
 #include <cerrno>
@@ -102,24 +101,20 @@ void set_generator_states(const std::map<std::string, torch::Tensor>& states, in
     throw std::invalid_argument(fmt::format("set_generator_states: no {}", rng_key(rank, "cpu")));
 }
 
-void save_checkpoint(const std::string& path, const torch::nn::Module& model, torch::optim::Optimizer& optimizer,
+void save_checkpoint(const std::string& path, const torch::nn::Module& model, const AdamW& optimizer,
                      const std::vector<ParamGroup>& groups, const TrainState& state, const std::string& config_yaml,
                      const std::map<std::string, torch::Tensor>& extra,
                      const std::map<std::string, torch::Tensor>& generators) {
   std::map<std::string, torch::Tensor> tensors = state_dict(model, "model.");
-  auto& torch_groups = optimizer.param_groups();
-  if (torch_groups.size() != groups.size())
-    throw CheckpointError(fmt::format("{}: optimizer has {} groups, {} described", path, torch_groups.size(), groups.size()));
-  for (size_t g = 0; g < torch_groups.size(); ++g) {
-    const auto& params = torch_groups[g].params();
-    for (size_t i = 0; i < params.size(); ++i) {
-      auto it = optimizer.state().find(params[i].unsafeGetTensorImpl());
-      if (it == optimizer.state().end()) continue;  // never stepped
-      auto* adamw = dynamic_cast<torch::optim::AdamWParamState*>(it->second.get());
-      if (!adamw) throw CheckpointError(path + ": only AdamW optimizer state can be saved");
-      tensors[optim_key(g, i, "exp_avg")] = adamw->exp_avg();
-      tensors[optim_key(g, i, "exp_avg_sq")] = adamw->exp_avg_sq();
-      tensors[optim_key(g, i, "step")] = torch::full({1}, adamw->step(), torch::kInt64);
+  if (optimizer.num_groups() != groups.size())
+    throw CheckpointError(fmt::format("{}: optimizer has {} groups, {} described", path, optimizer.num_groups(), groups.size()));
+  for (size_t g = 0; g < optimizer.num_groups(); ++g) {
+    for (size_t i = 0; i < optimizer.params(g).size(); ++i) {
+      const AdamW::ParamState* st = optimizer.state(g, i);
+      if (!st) continue;  // never stepped
+      tensors[optim_key(g, i, "exp_avg")] = st->exp_avg;
+      tensors[optim_key(g, i, "exp_avg_sq")] = st->exp_avg_sq;
+      tensors[optim_key(g, i, "step")] = torch::full({1}, st->steps, torch::kInt64);
     }
   }
   for (const auto& [name, t] : extra) tensors["extra." + name] = t;
@@ -149,7 +144,7 @@ CheckpointContent read_checkpoint_info(const std::string& path) {
   }
 }
 
-CheckpointContent load_checkpoint(const std::string& path, torch::nn::Module& model, torch::optim::Optimizer& optimizer,
+CheckpointContent load_checkpoint(const std::string& path, torch::nn::Module& model, AdamW& optimizer,
                                   const std::vector<ParamGroup>& groups, int rank, const torch::Device& device) {
   std::map<std::string, std::string> meta;
   std::map<std::string, torch::Tensor> tensors;
@@ -165,14 +160,13 @@ CheckpointContent load_checkpoint(const std::string& path, torch::nn::Module& mo
   if (layout != group_layout(groups))
     throw CheckpointError(path + ": optimizer parameter groups differ from this run's (different model or "
                           "param-group rules); cannot resume");
-  auto& torch_groups = optimizer.param_groups();
   std::map<std::string, torch::Tensor> model_tensors;
   for (const auto& [name, t] : tensors) {
     if (name.rfind("model.", 0) == 0) model_tensors[name] = t;
     else if (name.rfind("extra.", 0) == 0) content.extra[name.substr(6)] = t;
   }
-  for (size_t g = 0; g < torch_groups.size(); ++g) {
-    const auto& params = torch_groups[g].params();
+  for (size_t g = 0; g < optimizer.num_groups(); ++g) {
+    const auto& params = optimizer.params(g);
     for (size_t i = 0; i < params.size(); ++i) {
       auto m = tensors.find(optim_key(g, i, "exp_avg"));
       if (m == tensors.end()) continue;
@@ -190,19 +184,14 @@ CheckpointContent load_checkpoint(const std::string& path, torch::nn::Module& mo
     throw CheckpointError(e.what());
   }
 
-  optimizer.state().clear();
-  for (size_t g = 0; g < torch_groups.size(); ++g) {
-    const auto& params = torch_groups[g].params();
-    for (size_t i = 0; i < params.size(); ++i) {
+  optimizer.clear_state();
+  for (size_t g = 0; g < optimizer.num_groups(); ++g)
+    for (size_t i = 0; i < optimizer.params(g).size(); ++i) {
       auto m = tensors.find(optim_key(g, i, "exp_avg"));
       if (m == tensors.end()) continue;
-      auto st = std::make_unique<torch::optim::AdamWParamState>();
-      st->step(tensors.at(optim_key(g, i, "step")).item<int64_t>());
-      st->exp_avg(m->second.to(params[i].options()).contiguous());
-      st->exp_avg_sq(tensors.at(optim_key(g, i, "exp_avg_sq")).to(params[i].options()).contiguous());
-      optimizer.state()[params[i].unsafeGetTensorImpl()] = std::move(st);
+      optimizer.set_state(g, i, m->second, tensors.at(optim_key(g, i, "exp_avg_sq")),
+                          tensors.at(optim_key(g, i, "step")).item<int64_t>());
     }
-  }
   // Checkpoints written before per-rank states hold one set ("rng.cpu", "rng.cuda.<index>"), rank 0's.
   if (restore(tensors, rng_key(rank, "cpu"), rng_key(rank, "cuda"), device))
     content.generators = GeneratorRestore::kOwn;
@@ -218,7 +207,7 @@ std::string CheckpointDir::path_for_step(int64_t step) const {
   return (fs::path(dir_) / fmt::format("step_{:08d}.safetensors", step)).string();
 }
 
-std::string CheckpointDir::save(const torch::nn::Module& model, torch::optim::Optimizer& optimizer,
+std::string CheckpointDir::save(const torch::nn::Module& model, const AdamW& optimizer,
                                 const std::vector<ParamGroup>& groups, const TrainState& state,
                                 const std::string& config_yaml, const std::map<std::string, torch::Tensor>& extra,
                                 const std::map<std::string, torch::Tensor>& generators) {

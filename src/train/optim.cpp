@@ -1,7 +1,9 @@
 #include "nepa/train/optim.h"
 
+#include <ATen/ops/_foreach_add.h>
 #include <ATen/ops/_foreach_mul.h>
 #include <ATen/ops/_foreach_norm.h>
+#include <ATen/ops/_fused_adamw.h>
 #include <fmt/format.h>
 #include <torch/torch.h>
 
@@ -24,18 +26,80 @@ std::vector<ParamGroup> decay_groups(const torch::nn::Module& module, double wei
   return groups;
 }
 
-std::unique_ptr<torch::optim::AdamW> make_adamw(const std::vector<ParamGroup>& groups, const OptimConfig& config) {
-  auto defaults = torch::optim::AdamWOptions(0.0)
-                      .betas({config.betas.at(0), config.betas.at(1)})
-                      .eps(config.eps)
-                      .weight_decay(config.weight_decay);
-  std::vector<torch::optim::OptimizerParamGroup> torch_groups;
+AdamW::AdamW(const std::vector<ParamGroup>& groups, const OptimConfig& config)
+    : beta1_(config.betas.at(0)), beta2_(config.betas.at(1)), eps_(config.eps) {
   for (const auto& g : groups) {
-    auto options = std::make_unique<torch::optim::AdamWOptions>(defaults);
-    options->weight_decay(g.weight_decay);
-    torch_groups.emplace_back(g.params, std::move(options));
+    Group group;
+    group.weight_decay = g.weight_decay;
+    for (size_t i = 0; i < g.params.size(); ++i) {
+      const torch::Tensor& p = g.params[i];
+      const torch::Tensor& first = g.params.front();
+      if (!p.is_floating_point() || p.device() != first.device() || p.scalar_type() != first.scalar_type())
+        throw std::invalid_argument(fmt::format(
+            "AdamW: group '{}' mixes devices or dtypes ({} is {} on {}, {} on {}): one fused launch needs one of each",
+            g.name, g.param_names.at(i), c10::toString(p.scalar_type()), p.device().str(),
+            c10::toString(first.scalar_type()), first.device().str()));
+    }
+    group.params = g.params;
+    group.state.resize(g.params.size());
+    groups_.push_back(std::move(group));
   }
-  return std::make_unique<torch::optim::AdamW>(torch_groups, defaults);
+}
+
+void AdamW::step() {
+  torch::NoGradGuard no_grad;
+  for (size_t gi = 0; gi < groups_.size(); ++gi) {
+    Group& g = groups_[gi];
+    std::vector<torch::Tensor> params, grads, exp_avgs, exp_avg_sqs, steps;
+    for (size_t i = 0; i < g.params.size(); ++i) {
+      const torch::Tensor& p = g.params[i];
+      if (!p.grad().defined()) continue;
+      if (!g.state[i]) set_state(gi, i, torch::zeros_like(p), torch::zeros_like(p), 0);
+      ParamState& s = *g.state[i];
+      ++s.steps;
+      params.push_back(p);
+      grads.push_back(p.grad());
+      exp_avgs.push_back(s.exp_avg);
+      exp_avg_sqs.push_back(s.exp_avg_sq);
+      steps.push_back(s.step);
+    }
+    if (params.empty()) continue;
+    // As torch.optim.AdamW(fused=True): the counts advance before the kernel, which reads them for the bias
+    // correction; weight decay is decoupled (p *= 1 - lr * wd) inside the kernel.
+    at::_foreach_add_(steps, 1);
+    at::_fused_adamw_(params, grads, exp_avgs, exp_avg_sqs, /*max_exp_avg_sqs=*/{}, steps, g.lr, beta1_, beta2_,
+                      g.weight_decay, eps_, /*amsgrad=*/false, /*maximize=*/false);
+  }
+}
+
+void AdamW::zero_grad() {
+  for (auto& g : groups_)
+    for (auto& p : g.params)
+      if (p.grad().defined()) p.mutable_grad().reset();
+}
+
+const AdamW::ParamState* AdamW::state(size_t group, size_t index) const {
+  return groups_.at(group).state.at(index).get();
+}
+
+void AdamW::set_state(size_t group, size_t index, const torch::Tensor& exp_avg, const torch::Tensor& exp_avg_sq,
+                      int64_t steps) {
+  const torch::Tensor& p = groups_.at(group).params.at(index);
+  auto s = std::make_unique<ParamState>();
+  s->exp_avg = exp_avg.to(p.options(), /*non_blocking=*/false, /*copy=*/true).contiguous();
+  s->exp_avg_sq = exp_avg_sq.to(p.options(), false, true).contiguous();
+  s->step = torch::full({}, static_cast<double>(steps), p.options().dtype(torch::kFloat32));
+  s->steps = steps;
+  groups_.at(group).state.at(index) = std::move(s);
+}
+
+void AdamW::clear_state() {
+  for (auto& g : groups_)
+    for (auto& s : g.state) s.reset();
+}
+
+std::unique_ptr<AdamW> make_adamw(const std::vector<ParamGroup>& groups, const OptimConfig& config) {
+  return std::make_unique<AdamW>(groups, config);
 }
 
 torch::Tensor clip_grad_norm(const std::vector<torch::Tensor>& params, double max_norm) {

@@ -450,10 +450,9 @@ TrainResult train(const Config& cfg, TrainTask& task, DataLoader& loader, const 
 
     const bool log_now = (state.step + 1) % cfg.log.log_every == 0 || state.step + 1 == steps;
     double lr = 0.0;  // logged: the largest group lr (all equal in pretraining)
-    auto& torch_groups = optimizer->param_groups();
-    for (size_t g = 0; g < torch_groups.size(); ++g) {
+    for (size_t g = 0; g < optimizer->num_groups(); ++g) {
       const double group_lr = schedule->lr(static_cast<int>(g), state.step) * groups[g].lr_scale;
-      static_cast<torch::optim::AdamWOptions&>(torch_groups[g].options()).lr(group_lr);
+      optimizer->set_lr(g, group_lr);
       lr = std::max(lr, group_lr);
     }
     optimizer->step();

@@ -91,7 +91,7 @@ std::map<std::string, torch::Tensor> train_steps(ViTNepaModel& model, const torc
   oc.betas = {0.9, 0.95};
   auto groups = decay_groups(*model, 0.05);
   auto opt = make_adamw(groups, oc);
-  for (auto& g : opt->param_groups()) static_cast<torch::optim::AdamWOptions&>(g.options()).lr(1e-3);
+  for (size_t g = 0; g < opt->num_groups(); ++g) opt->set_lr(g, 1e-3);
   ObjectiveConfig obj;
   const int64_t b = pixels.size(0) / micro;
   for (int s = 0; s < steps; ++s) {

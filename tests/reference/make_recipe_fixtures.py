@@ -4,6 +4,9 @@ release's facts (NEPA-SPEC §3-4, issue "Recipes exactly as the release trains t
 
 <out>/clip.safetensors      torch.nn.utils.clip_grad_norm_ on a set of gradients: before, after, the total norm;
                             once clipping (max 0.5) and once not (max 1e3).
+<out>/adamw.safetensors     torch.optim.AdamW(fused=True) over two groups (weight decay 0.05 and 0) for 5 steps with
+                            a per-step, per-group lr and given gradients, one parameter without a gradient at step 2
+                            (skipped: its count lags): the parameters after every step and the final moments.
 <out>/llrd.safetensors      the learning rate of every parameter group at every step for the release's two
                             layer-wise schedules (schedulers.py, as LambdaLR multiplies each group's initial lr):
                             llrd_cosine_warmup with per-group warmup (Python's round, half to even), llrd_cosine
@@ -51,6 +54,42 @@ def clip_fixture(out):
 
 
 # ---- layer-wise lr schedules (schedulers.py semantics, written from the facts) ------------------------------------
+# ---- AdamW ----------------------------------------------------------------------------------------------------
+ADAMW_SHAPES = [(16, 8), (8,), (3, 2, 4, 4), (5,)]
+ADAMW_GROUPS = [[0, 2], [1, 3]]  # parameter indices of the decay group and the no-decay group
+ADAMW_STEPS = 5
+
+
+def adamw_fixture(out):
+    gen = torch.Generator().manual_seed(11)
+    init = [torch.randn(s, generator=gen) for s in ADAMW_SHAPES]
+    tensors = {f"init.{i}": p.clone() for i, p in enumerate(init)}
+    params = [p.clone().requires_grad_() for p in init]
+    groups = [{"params": [params[i] for i in ADAMW_GROUPS[0]], "weight_decay": 0.05, "lr": 0.0},
+              {"params": [params[i] for i in ADAMW_GROUPS[1]], "weight_decay": 0.0, "lr": 0.0}]
+    opt = torch.optim.AdamW(groups, betas=(0.9, 0.95), eps=1e-8, fused=True)
+    for step in range(ADAMW_STEPS):
+        for g, group in enumerate(opt.param_groups):
+            group["lr"] = 1e-2 * (step + 1) / (g + 1)  # changes every step and differs per group
+            tensors[f"lr.{step}.{g}"] = torch.tensor(group["lr"], dtype=torch.float64)
+        for i, p in enumerate(params):
+            if step == 2 and i == 3:
+                p.grad = None
+                continue
+            # Gradients of very different scales, so that eps and the bias corrections matter.
+            p.grad = torch.randn(p.shape, generator=gen) * 10.0 ** (-i)
+            tensors[f"grad.{step}.{i}"] = p.grad.clone()
+        opt.step()
+        for i, p in enumerate(params):
+            tensors[f"out.{step}.{i}"] = p.detach().clone()
+    for i, p in enumerate(params):
+        st = opt.state[p]
+        tensors[f"exp_avg.{i}"] = st["exp_avg"].clone()
+        tensors[f"exp_avg_sq.{i}"] = st["exp_avg_sq"].clone()
+        tensors[f"steps.{i}"] = st["step"].reshape(1).to(torch.float64)
+    save_file(tensors, os.path.join(out, "adamw.safetensors"))
+
+
 def llrd_lambda(kind, step, llrd, scale, warmup, total, llrd_end=None):
     """The multiplier of a group's initial lr at `step` (LambdaLR semantics)."""
     if kind == "llrd_cosine" and llrd_end is not None:
@@ -160,9 +199,10 @@ def main():
     os.makedirs(out, exist_ok=True)
     torch.set_num_threads(1)
     clip_fixture(out)
+    adamw_fixture(out)
     llrd_fixture(out)
     views_fixture(out)
-    print(f"wrote clip, llrd and views fixtures to {out}")
+    print(f"wrote clip, adamw, llrd and views fixtures to {out}")
 
 
 if __name__ == "__main__":

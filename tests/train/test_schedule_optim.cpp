@@ -5,6 +5,7 @@
 #include <set>
 
 #include "nepa/model/segmenter.h"
+#include "nepa/io/hf_checkpoint.h"
 #include "nepa/model/vit_nepa.h"
 #include "nepa/train/optim.h"
 #include "nepa/train/schedule.h"
@@ -98,6 +99,77 @@ TEST(Optim, FrozenParametersAreLeftOut) {
   auto groups = decay_groups(*model, 0.05);
   for (const auto& g : groups)
     for (const auto& n : g.param_names) EXPECT_NE(n, "embeddings.patch_embeddings.projection.weight");
+}
+
+// One AdamW step by hand (PyTorch's formulas: decoupled decay, bias-corrected moments), so that the update is
+// checked also where the PyTorch fixtures of test_recipe_parity are not built.
+TEST(Optim, AdamWFirstTwoStepsByHand) {
+  torch::Tensor p = torch::tensor({1.0f, -2.0f, 0.5f}).requires_grad_();
+  const torch::Tensor g1 = torch::tensor({0.1f, -0.3f, 2.0f}), g2 = torch::tensor({-0.2f, 0.05f, 1.0f});
+  OptimConfig oc;
+  oc.betas = {0.9, 0.95};
+  oc.eps = 1e-8;
+  AdamW opt({{"decay", {"p"}, {p}, 0.1, 1.0}}, oc);
+  opt.set_lr(0, 0.01);
+  torch::Tensor ref = p.detach().to(torch::kFloat64).clone(), m = torch::zeros_like(ref), v = torch::zeros_like(ref);
+  int k = 0;
+  for (const torch::Tensor& g : {g1, g2}) {
+    ++k;
+    p.mutable_grad() = g.clone();
+    opt.step();
+    const torch::Tensor gd = g.to(torch::kFloat64);
+    ref = ref * (1 - 0.01 * 0.1);
+    m = 0.9 * m + 0.1 * gd;
+    v = 0.95 * v + 0.05 * gd * gd;
+    const double bc1 = 1 - std::pow(0.9, k), bc2 = 1 - std::pow(0.95, k);
+    ref = ref - 0.01 / bc1 * m / (v.sqrt() / std::sqrt(bc2) + 1e-8);
+    EXPECT_LE(test::max_abs_diff(p.detach().to(torch::kFloat64), ref), 1e-6) << "step " << k;
+  }
+  EXPECT_EQ(opt.state(0, 0)->steps, 2);
+  opt.zero_grad();
+  EXPECT_FALSE(p.grad().defined());
+  opt.step();  // no gradient: nothing moves, the count stays
+  EXPECT_EQ(opt.state(0, 0)->steps, 2);
+  EXPECT_LE(test::max_abs_diff(p.detach().to(torch::kFloat64), ref), 1e-6);
+}
+
+TEST(Optim, AdamWRefusesAGroupOfMixedDtypes) {
+  torch::Tensor a = torch::zeros({2}).requires_grad_(), b = torch::zeros({2}, torch::kFloat64).requires_grad_();
+  const std::string msg =
+      test::error_of<std::invalid_argument>([&] { AdamW({{"decay", {"a", "b"}, {a, b}, 0.0, 1.0}}, OptimConfig{}); });
+  EXPECT_NE(msg.find("'decay'"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("b is Double"), std::string::npos) << msg;
+}
+
+// The GPU path runs ATen's CUDA kernel: the same steps on the same numbers as on the CPU.
+TEST(Optim, AdamWOnCudaEqualsCpu) {
+  if (!torch::cuda::is_available()) GTEST_SKIP() << "no CUDA device";
+  torch::manual_seed(3);
+  ViTNepaModel cpu_model(test::tiny_model_config());
+  ViTNepaModel gpu_model(test::tiny_model_config());
+  load_state_dict(*gpu_model, state_dict(*cpu_model), /*strict=*/true, "cpu model");
+  gpu_model->to(torch::kCUDA);
+  auto cpu_groups = decay_groups(*cpu_model, 0.05), gpu_groups = decay_groups(*gpu_model, 0.05);
+  AdamW cpu_opt(cpu_groups, OptimConfig{}), gpu_opt(gpu_groups, OptimConfig{});
+  for (int s = 0; s < 3; ++s) {
+    for (size_t g = 0; g < cpu_groups.size(); ++g) {
+      cpu_opt.set_lr(g, 1e-3 * (s + 1));
+      gpu_opt.set_lr(g, 1e-3 * (s + 1));
+      for (size_t i = 0; i < cpu_groups[g].params.size(); ++i) {
+        const torch::Tensor grad = torch::randn_like(cpu_groups[g].params[i]);
+        cpu_groups[g].params[i].mutable_grad() = grad;
+        gpu_groups[g].params[i].mutable_grad() = grad.to(torch::kCUDA);
+      }
+    }
+    cpu_opt.step();
+    gpu_opt.step();
+  }
+  double worst = 0;
+  for (size_t g = 0; g < cpu_groups.size(); ++g)
+    for (size_t i = 0; i < cpu_groups[g].params.size(); ++i)
+      worst = std::max(worst, test::max_abs_diff(cpu_groups[g].params[i], gpu_groups[g].params[i].cpu()));
+  EXPECT_LE(worst, 1e-6);
+  EXPECT_EQ(gpu_opt.state(0, 0)->step.device().type(), torch::kCUDA);
 }
 
 }  // namespace

@@ -7,7 +7,6 @@
 #pragma once
 
 #include <torch/nn/module.h>
-#include <torch/optim/optimizer.h>
 
 #include <cstdint>
 #include <map>
@@ -58,7 +57,7 @@ void set_generator_states(const std::map<std::string, torch::Tensor>& states, in
 // Writes `path` atomically. `groups` must be the groups the optimizer was built from (same order). `generators`:
 // every rank's generator_states (a data-parallel run gathers them to rank 0); by default this process's, as
 // rank 0 on the CPU.
-void save_checkpoint(const std::string& path, const torch::nn::Module& model, torch::optim::Optimizer& optimizer,
+void save_checkpoint(const std::string& path, const torch::nn::Module& model, const AdamW& optimizer,
                      const std::vector<ParamGroup>& groups, const TrainState& state, const std::string& config_yaml,
                      const std::map<std::string, torch::Tensor>& extra = {},
                      const std::map<std::string, torch::Tensor>& generators = generator_states(0, torch::kCPU));
@@ -66,7 +65,7 @@ void save_checkpoint(const std::string& path, const torch::nn::Module& model, to
 // Restores model tensors, optimizer state and the generator states of `rank` (its CPU generator and that of
 // `device` when it is a GPU) in place. Any mismatch (missing tensor, shape, group layout) throws CheckpointError
 // naming the file and the tensor before anything is modified.
-CheckpointContent load_checkpoint(const std::string& path, torch::nn::Module& model, torch::optim::Optimizer& optimizer,
+CheckpointContent load_checkpoint(const std::string& path, torch::nn::Module& model, AdamW& optimizer,
                                   const std::vector<ParamGroup>& groups, int rank = 0,
                                   const torch::Device& device = torch::kCPU);
 
@@ -82,7 +81,7 @@ class CheckpointDir {
   std::string path_for_step(int64_t step) const;
   // Saves (as save_checkpoint), points `latest` at it, removes older step files beyond keep_last and stale temp
   // files.
-  std::string save(const torch::nn::Module& model, torch::optim::Optimizer& optimizer,
+  std::string save(const torch::nn::Module& model, const AdamW& optimizer,
                    const std::vector<ParamGroup>& groups, const TrainState& state, const std::string& config_yaml,
                    const std::map<std::string, torch::Tensor>& extra = {},
                    const std::map<std::string, torch::Tensor>& generators = generator_states(0, torch::kCPU));
