@@ -1,5 +1,5 @@
-// nepa_tool: checkpoint inspection, reference forward passes, config printing, fresh initialisation and the
-// segmentation demo's scenes.
+// nepa_tool: checkpoint inspection, reference forward passes, config printing, fresh initialisation, the
+// segmentation demo's scenes and the paper's attention / similarity figures.
 // Wiring only: everything it does lives in the nepa library.
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
@@ -13,6 +13,7 @@
 #include "nepa/config/hf_config.h"
 #include "nepa/data/fashion_mnist.h"
 #include "nepa/data/scenes.h"
+#include "nepa/eval/attention_maps.h"
 #include "nepa/io/hf_checkpoint.h"
 #include "nepa/io/safetensors.h"
 #include "nepa/model/vit_nepa.h"
@@ -87,7 +88,7 @@ int make_scenes(const std::string& fashion_mnist, const std::string& out, const 
 
 int main(int argc, char** argv) {
   CLI::App app{"nepa_tool: inspect checkpoints, run reference forwards, print configs, initialise backbones, make "
-               "the segmentation demo's scenes",
+               "the segmentation demo's scenes, draw attention and similarity maps",
                "nepa_tool"};
   app.require_subcommand(1);
 
@@ -137,11 +138,41 @@ int main(int argc, char** argv) {
   scenes_cmd->add_option("--scale-max", scenes.scale_max, "items resized by U[1, this] (1: as in pretraining)")
       ->capture_default_str();
 
+  MapCommand maps;
+  auto* attention_cmd = app.add_subcommand(
+      "attention-map", "draw one block's attention probabilities of query patches over the input images (PNG grid)");
+  auto* similarity_cmd = app.add_subcommand(
+      "similarity-map", "draw the cosine similarity of query patches' output embeddings to every patch (PNG grid)");
+  for (auto* c : {attention_cmd, similarity_cmd}) {
+    c->add_option("--model", maps.models, "backbone folder (model.safetensors + config.json); repeat to stack models")
+        ->required();
+    c->add_option("--label", maps.labels, "title of each model's rows (default: the folder name); one per --model");
+    c->add_option("--image", maps.images, "input image file (PNG/JPEG), resized to the model's image_size");
+    c->add_option("--fashion-mnist-test", maps.fashion_mnist_test, "Fashion-MNIST test images by index, e.g. 0,1,2")
+        ->delimiter(',');
+    c->add_option("--fashion-mnist", maps.fashion_mnist_root,
+                  std::string("Fashion-MNIST folder (default ") + kDefaultFashionMnistRoot + ")");
+    c->add_option("--query", maps.queries,
+                  "query patch: row-major index N or ROW,COL (repeatable; default: centre, upper left, upper right, "
+                  "lower middle)");
+    c->add_flag("--bidirectional", maps.bidirectional,
+                "attend bidirectionally (as fine-tuning does) instead of the config's is_causal");
+    c->add_option("--scale", maps.scale, "enlarge the images this many times (default: to at least 224 px)");
+    c->add_option("--output", maps.output, "the figure (.png)")->required();
+  }
+  attention_cmd->add_option("--layer", maps.layer, "block index (0-based; default -1: the last)");
+  attention_cmd->add_flag("--per-head", maps.per_head, "one panel per head instead of the mean over heads");
+
   if (auto code = parse_command_line(app, argc, argv)) return *code;
   spdlog::set_pattern("[%H:%M:%S] %v");
   try {
     if (*info_cmd) return info(info_path);
     if (*fwd) return forward(model_path, weights, input, output, bidirectional);
+    if (*attention_cmd || *similarity_cmd) {
+      if (*attention_cmd) run_attention_map(maps);
+      else run_similarity_map(maps);
+      return 0;
+    }
     if (*scenes_cmd) {
       try {
         check_scene_options(scenes);
@@ -157,6 +188,9 @@ int main(int argc, char** argv) {
       return 0;
     }
     return init(loaded.config, output);
+  } catch (const MapInputError& e) {
+    std::cerr << "nepa_tool: " << e.what() << "\n";
+    return 2;
   } catch (const ConfigError& e) {
     std::cerr << e.what() << "\n";
     return 2;

@@ -27,7 +27,10 @@ case "${NEPA_CUDA:-13}" in
 esac
 PILLOW_VERSION="13.0.0"
 # Pillow: seg_cli reads the paletted label PNGs with it, scripts/plot_seg_demo.py draws the demo's picture.
-PY_PACKAGES=("numpy==2.4.6" "safetensors==0.8.0" "pillow==$PILLOW_VERSION")
+# tensorboard: scripts/tb_export.py writes runs' metrics as its event files, and it serves them (README).
+# matplotlib: `nepa_sweep report` draws its plots with scripts/plot_sweep.py.
+PY_PACKAGES=("numpy==2.4.6" "safetensors==0.8.0" "pillow==$PILLOW_VERSION" "tensorboard==2.21.0"
+             "matplotlib==3.11.2")
 
 log() { echo "[setup] $*"; }
 

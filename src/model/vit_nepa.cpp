@@ -79,22 +79,22 @@ NepaSelfAttentionImpl::NepaSelfAttentionImpl(const ModelConfig& c)
   }
 }
 
-std::pair<torch::Tensor, torch::Tensor> NepaSelfAttentionImpl::forward(const torch::Tensor& x,
-                                                                       const torch::Tensor& cos,
-                                                                       const torch::Tensor& sin, bool causal,
-                                                                       bool need_probs) {
-  int64_t b = x.size(0), t = x.size(1);
-  auto split = [&](const torch::Tensor& y) { return y.view({b, t, heads_, head_dim_}).transpose(1, 2); };
-  torch::Tensor q = split(query->forward(x));
-  torch::Tensor k = split(key->forward(x));
-  torch::Tensor v = split(value->forward(x));
+torch::Tensor NepaSelfAttentionImpl::split_heads(const torch::Tensor& y) const {
+  return y.view({y.size(0), y.size(1), heads_, head_dim_}).transpose(1, 2);
+}
+
+std::pair<torch::Tensor, torch::Tensor> NepaSelfAttentionImpl::project_qk(const torch::Tensor& x,
+                                                                          const torch::Tensor& cos,
+                                                                          const torch::Tensor& sin) {
+  torch::Tensor q = split_heads(query->forward(x));
+  torch::Tensor k = split_heads(key->forward(x));
   if (q_norm) {
     q = q_norm->forward(q);
     k = k_norm->forward(k);
   }
   if (cos.defined()) {
     // RoPE on the patch tokens only; the CLS token (and any prefix) stays unrotated. In float32.
-    int64_t n = cos.size(0), prefix = t - n;
+    int64_t t = x.size(1), n = cos.size(0), prefix = t - n;
     auto rotate = [&](const torch::Tensor& y) {
       torch::Tensor yf = y.to(torch::kFloat32);
       return torch::cat({yf.narrow(2, 0, prefix), apply_rope(yf.narrow(2, prefix, n), cos, sin)}, 2);
@@ -102,19 +102,41 @@ std::pair<torch::Tensor, torch::Tensor> NepaSelfAttentionImpl::forward(const tor
     q = rotate(q);
     k = rotate(k);
   }
+  return {q, k};
+}
+
+torch::Tensor NepaSelfAttentionImpl::probabilities(const torch::Tensor& q, const torch::Tensor& k,
+                                                   bool causal) const {
+  // Softmax in float32, as the release's eager attention computes it.
+  torch::Tensor scores = torch::matmul(q.to(torch::kFloat32), k.to(torch::kFloat32).transpose(-1, -2)) /
+                         std::sqrt(static_cast<double>(head_dim_));
+  if (causal) {
+    int64_t t = q.size(2);
+    torch::Tensor mask = torch::ones({t, t}, torch::TensorOptions().dtype(torch::kBool).device(q.device())).triu(1);
+    scores = scores.masked_fill(mask, -std::numeric_limits<float>::infinity());
+  }
+  return torch::softmax(scores, -1);
+}
+
+torch::Tensor NepaSelfAttentionImpl::attention_probs(const torch::Tensor& x, const torch::Tensor& cos,
+                                                     const torch::Tensor& sin, bool causal) {
+  auto [q, k] = project_qk(x, cos, sin);
+  return probabilities(q, k, causal);
+}
+
+std::pair<torch::Tensor, torch::Tensor> NepaSelfAttentionImpl::forward(const torch::Tensor& x,
+                                                                       const torch::Tensor& cos,
+                                                                       const torch::Tensor& sin, bool causal,
+                                                                       bool need_probs) {
+  int64_t b = x.size(0), t = x.size(1);
+  auto [q, k] = project_qk(x, cos, sin);
+  torch::Tensor v = split_heads(value->forward(x));
   double p = is_training() ? dropout_ : 0.0;
   torch::Tensor context, probs;
   if (!need_probs) {
     context = torch::scaled_dot_product_attention(q.to(v.dtype()), k.to(v.dtype()), v, {}, p, causal);
   } else {
-    // Eager path: softmax in float32, as the release computes it.
-    torch::Tensor scores = torch::matmul(q.to(torch::kFloat32), k.to(torch::kFloat32).transpose(-1, -2)) /
-                           std::sqrt(static_cast<double>(head_dim_));
-    if (causal) {
-      torch::Tensor mask = torch::ones({t, t}, torch::TensorOptions().dtype(torch::kBool).device(x.device())).triu(1);
-      scores = scores.masked_fill(mask, -std::numeric_limits<float>::infinity());
-    }
-    probs = torch::softmax(scores, -1);
+    probs = probabilities(q, k, causal);
     context = torch::matmul(torch::dropout(probs, p, is_training()).to(v.dtype()), v);
   }
   return {context.transpose(1, 2).reshape({b, t, heads_ * head_dim_}), probs};
@@ -218,6 +240,15 @@ void ViTNepaModelImpl::init_weights() {
   if (embeddings->mask_token.defined()) embeddings->mask_token.zero_();
 }
 
+std::pair<torch::Tensor, torch::Tensor> ViTNepaModelImpl::rope_tables(int64_t gh, int64_t gw,
+                                                                      const torch::Device& device) {
+  const ModelConfig& c = config_;
+  if (!c.use_rope) return {};
+  RopeAugment aug{c.pos_embed_shift, c.pos_embed_jitter, c.pos_embed_rescale};
+  return rope_2d(gh, gw, c.head_dim(), c.rope_theta, device, is_training() ? &aug : nullptr,
+                 c.rope_grid ? std::optional<int64_t>(*c.rope_grid) : std::nullopt);
+}
+
 NepaOutputs ViTNepaModelImpl::forward(const torch::Tensor& pixel_values, const ForwardOptions& options) {
   const ModelConfig& c = config_;
   if (pixel_values.dim() != 4 || pixel_values.size(1) != c.num_channels || pixel_values.size(2) % c.patch_size ||
@@ -231,13 +262,7 @@ NepaOutputs ViTNepaModelImpl::forward(const torch::Tensor& pixel_values, const F
   NepaOutputs out;
   out.input_embedding = emb.input_embedding;
 
-  torch::Tensor cos, sin;
-  if (c.use_rope) {
-    RopeAugment aug{c.pos_embed_shift, c.pos_embed_jitter, c.pos_embed_rescale};
-    std::tie(cos, sin) =
-        rope_2d(gh, gw, c.head_dim(), c.rope_theta, pixel_values.device(), is_training() ? &aug : nullptr,
-                c.rope_grid ? std::optional<int64_t>(*c.rope_grid) : std::nullopt);
-  }
+  auto [cos, sin] = rope_tables(gh, gw, pixel_values.device());
 
   torch::Tensor h = emb.embeddings;
   if (options.output_hidden_states) out.hidden_states.push_back(h);

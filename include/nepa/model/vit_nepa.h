@@ -53,11 +53,22 @@ class NepaSelfAttentionImpl : public torch::nn::Module {
   // Returns the context [B, T, D] and, when need_probs, the attention probabilities [B, heads, T, T].
   std::pair<torch::Tensor, torch::Tensor> forward(const torch::Tensor& x, const torch::Tensor& cos,
                                                   const torch::Tensor& sin, bool causal, bool need_probs);
+  // The probabilities softmax(q k^T / sqrt(d), causal mask) [B, heads, T, T] in float32 that forward attends
+  // with, from the same q and k (projections, QK-Norm, RoPE): SDPA computes them but does not return them, and
+  // the attention maps (eval/attention_maps.h) need one layer's without switching the model to the eager path.
+  torch::Tensor attention_probs(const torch::Tensor& x, const torch::Tensor& cos, const torch::Tensor& sin,
+                                bool causal);
 
   torch::nn::Linear query{nullptr}, key{nullptr}, value{nullptr};
   LayerNorm q_norm{nullptr}, k_norm{nullptr};  // present only with qk_norm (parameters only when affine)
 
  private:
+  torch::Tensor split_heads(const torch::Tensor& y) const;  // [B, T, D] -> [B, heads, T, d]
+  // q and k as attention compares them: split into heads, QK-Norm, RoPE on the last cos.size(0) tokens.
+  std::pair<torch::Tensor, torch::Tensor> project_qk(const torch::Tensor& x, const torch::Tensor& cos,
+                                                     const torch::Tensor& sin);
+  torch::Tensor probabilities(const torch::Tensor& q, const torch::Tensor& k, bool causal) const;
+
   int64_t heads_, head_dim_;
   double dropout_;
 };
@@ -153,6 +164,9 @@ class ViTNepaModelImpl : public torch::nn::Module {
   // Causal for pretraining, bidirectional for fine-tuning; the weights are the same.
   void set_causal(bool causal) { config_.is_causal = causal; }
   bool is_causal() const { return config_.is_causal; }
+  // The RoPE (cos, sin) tables forward uses for a gh x gw patch grid (undefined without use_rope); in training
+  // mode each call draws a new coordinate augmentation.
+  std::pair<torch::Tensor, torch::Tensor> rope_tables(int64_t gh, int64_t gw, const torch::Device& device);
   const ModelConfig& config() const { return config_; }
   // Re-draws every weight as the release initialises it (NEPA-SPEC §1 "Init"); seeded by the global generator.
   void init_weights();

@@ -1,0 +1,195 @@
+// From a sweep file to its runs: directories, command lines, and sweep.json, the record `report` reads.
+#include <nlohmann/json.hpp>
+
+#include <filesystem>
+#include <fstream>
+
+#include "nepa/config/config.h"
+#include "nepa/io/atomic_file.h"
+#include "nepa/sweep/sweep.h"
+
+namespace fs = std::filesystem;
+using nlohmann::json;
+
+namespace nepa::sweep {
+
+Sweep expand(const SweepSpec& spec, const std::string& sweep_dir, const std::string& bin_dir) {
+  Sweep sweep;
+  sweep.spec = spec;
+  sweep.dir = fs::absolute(sweep_dir).lexically_normal().string();
+  for (const auto& point : spec.points) {
+    for (long long seed : spec.seeds) {
+      Run run;
+      run.point = point.name;
+      run.seed = seed;
+      run.dir = (fs::path(sweep.dir) / point.name / ("seed" + std::to_string(seed))).string();
+      for (const auto& stage : spec.stages) {
+        StageRun s;
+        s.stage = stage.name;
+        s.app = stage.app;
+        s.processes = stage.processes;
+        s.dir = (fs::path(run.dir) / stage.name).string();
+        s.command = {(fs::path(bin_dir) / stage.app).lexically_normal().string(), "--config", stage.config,
+                     "--output-dir", s.dir, "--resume", "auto"};
+        // Later overrides win in the config loader: the stage's own, then the point's for all stages, then the
+        // point's for this stage, then the seed.
+        auto add = [&](const std::vector<Override>& sets) {
+          for (const auto& o : sets) {
+            s.command.insert(s.command.end(), {"--set", o.arg()});
+            s.override_lines.push_back(o.line);
+          }
+        };
+        add(stage.set);
+        if (auto it = point.set.find("all"); it != point.set.end()) add(it->second);
+        if (auto it = point.set.find(stage.name); it != point.set.end()) add(it->second);
+        s.command.insert(s.command.end(), {"--set", "train.seed=" + std::to_string(seed)});
+        s.override_lines.push_back(0);
+        if (!stage.from.empty()) {
+          for (size_t i = 0; i < run.stages.size(); ++i)
+            if (run.stages[i].stage == stage.from) s.upstream = static_cast<int>(i);
+          const auto& up = run.stages[s.upstream];
+          s.command.insert(s.command.end(), {"--init", up.dir + (stage.from_ema ? "/final_ema" : "/final")});
+        }
+        run.stages.push_back(std::move(s));
+      }
+      sweep.runs.push_back(std::move(run));
+    }
+  }
+  return sweep;
+}
+
+void check_configs(const Sweep& sweep) {
+  for (const auto& run : sweep.runs)
+    for (const auto& s : run.stages) {
+      std::vector<std::string> sets;
+      std::string config;
+      for (size_t i = 1; i + 1 < s.command.size(); ++i) {
+        if (s.command[i] == "--config") config = s.command[i + 1];
+        if (s.command[i] == "--set") sets.push_back(s.command[i + 1]);
+      }
+      sets.push_back("train.output_dir=" + s.dir);
+      try {
+        const Config cfg = load_config(config, sets).config;
+        bool reported = false;
+        for (const auto& m : sweep.spec.metrics) reported = reported || m.stage == s.stage;
+        if (reported && !cfg.log.jsonl)
+          throw ConfigError("log.jsonl is false, but the sweep reports metrics of this stage from metrics.jsonl");
+      } catch (const ConfigError& e) {
+        // The line of the override the message names, if it is one of ours.
+        int line = 0;
+        for (size_t i = 0, k = 0; i + 1 < s.command.size(); ++i)
+          if (s.command[i] == "--set") {
+            if (k < s.override_lines.size() &&
+                std::string(e.what()).find("--set " + s.command[i + 1]) != std::string::npos)
+              line = s.override_lines[k];
+            ++k;
+          }
+        throw SweepError("sweep error: " + sweep.spec.file + (line ? ":" + std::to_string(line) : "") + ": point " +
+                         run.point + ", stage " + s.stage + ": " + e.what());
+      }
+    }
+}
+
+std::string shell_quote(const std::string& s) {
+  if (!s.empty() && s.find_first_not_of("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_./=+:,@%-") ==
+                        std::string::npos)
+    return s;
+  std::string out = "'";
+  for (char c : s) out += c == '\'' ? std::string("'\\''") : std::string(1, c);
+  return out + "'";
+}
+
+std::string shell_command(const std::vector<std::string>& argv) {
+  std::string out;
+  for (const auto& a : argv) out += (out.empty() ? "" : " ") + shell_quote(a);
+  return out;
+}
+
+bool stage_done(const StageRun& s) { return fs::exists(fs::path(s.dir) / kDoneMarker); }
+
+void write_sweep_json(const Sweep& sweep) {
+  const SweepSpec& spec = sweep.spec;
+  json j;
+  j["name"] = spec.name;
+  j["file"] = spec.file;
+  j["paper_note"] = spec.paper_note;
+  j["seeds"] = spec.seeds;
+  j["stages"] = json::array();
+  for (const auto& s : spec.stages)
+    j["stages"].push_back({{"name", s.name}, {"app", s.app}, {"config", s.config}, {"processes", s.processes},
+                           {"from", s.from}, {"from_ema", s.from_ema}});
+  j["points"] = json::array();
+  for (const auto& p : spec.points) j["points"].push_back({{"name", p.name}, {"paper", p.paper}});
+  j["metrics"] = json::array();
+  for (const auto& m : spec.metrics)
+    j["metrics"].push_back({{"name", m.name}, {"stage", m.stage}, {"kind", m.kind}, {"key", m.key},
+                            {"mode", m.mode}, {"label", m.label}});
+  j["runs"] = json::array();
+  for (const auto& r : sweep.runs) {
+    json stages = json::array();
+    for (const auto& s : r.stages)
+      stages.push_back({{"stage", s.stage}, {"app", s.app}, {"dir", s.dir}, {"processes", s.processes},
+                        {"upstream", s.upstream}, {"command", s.command}});
+    j["runs"].push_back({{"point", r.point}, {"seed", r.seed}, {"dir", r.dir}, {"stages", stages}});
+  }
+  fs::create_directories(sweep.dir);
+  write_text_atomic((fs::path(sweep.dir) / "sweep.json").string(), j.dump(1) + "\n");
+}
+
+Sweep read_sweep_json(const std::string& sweep_dir) {
+  const fs::path path = fs::path(sweep_dir) / "sweep.json";
+  std::ifstream in(path);
+  if (!in)
+    throw SweepError("sweep error: " + path.string() + ": cannot read (not a sweep directory? `nepa_sweep run` or "
+                     "`slurm` writes it)");
+  try {
+    const json j = json::parse(in);
+    Sweep sweep;
+    sweep.dir = fs::absolute(sweep_dir).lexically_normal().string();
+    SweepSpec& spec = sweep.spec;
+    spec.name = j.at("name");
+    spec.file = j.at("file");
+    spec.paper_note = j.at("paper_note");
+    spec.seeds = j.at("seeds").get<std::vector<long long>>();
+    for (const auto& s : j.at("stages")) {
+      StageSpec st;
+      st.name = s.at("name");
+      st.app = s.at("app");
+      st.config = s.at("config");
+      st.processes = s.at("processes");
+      st.from = s.at("from");
+      st.from_ema = s.at("from_ema");
+      spec.stages.push_back(st);
+    }
+    for (const auto& p : j.at("points")) {
+      PointSpec pt;
+      pt.name = p.at("name");
+      pt.paper = p.at("paper").get<std::map<std::string, double>>();
+      spec.points.push_back(pt);
+    }
+    for (const auto& m : j.at("metrics"))
+      spec.metrics.push_back({m.at("name"), m.at("stage"), m.at("kind"), m.at("key"), m.at("mode"), m.at("label")});
+    for (const auto& r : j.at("runs")) {
+      Run run;
+      run.point = r.at("point");
+      run.seed = r.at("seed");
+      run.dir = r.at("dir");
+      for (const auto& s : r.at("stages")) {
+        StageRun st;
+        st.stage = s.at("stage");
+        st.app = s.at("app");
+        st.dir = s.at("dir");
+        st.processes = s.at("processes");
+        st.upstream = s.at("upstream");
+        st.command = s.at("command").get<std::vector<std::string>>();
+        run.stages.push_back(st);
+      }
+      sweep.runs.push_back(std::move(run));
+    }
+    return sweep;
+  } catch (const json::exception& e) {
+    throw SweepError("sweep error: " + path.string() + ": " + e.what());
+  }
+}
+
+}  // namespace nepa::sweep
