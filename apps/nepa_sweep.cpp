@@ -40,6 +40,7 @@ Sweep load_and_expand(const Options& o) {
       throw SweepError("sweep error: " + (bin / s.app).string() + " not found (build it, or give --bin DIR)");
   Sweep sweep = expand(spec, o.out.empty() ? "runs/sweeps/" + spec.name : o.out, fs::absolute(bin).string());
   check_configs(sweep);
+  check_finished_stages(sweep);
   return sweep;
 }
 

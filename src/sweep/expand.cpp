@@ -1,8 +1,10 @@
 // From a sweep file to its runs: directories, command lines, and sweep.json, the record `report` reads.
+#include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
 #include <filesystem>
 #include <fstream>
+#include <sstream>
 
 #include "nepa/config/config.h"
 #include "nepa/io/atomic_file.h"
@@ -106,6 +108,48 @@ std::string shell_command(const std::vector<std::string>& argv) {
 }
 
 bool stage_done(const StageRun& s) { return fs::exists(fs::path(s.dir) / kDoneMarker); }
+
+std::string command_stamp(const std::vector<std::string>& command) {
+  std::string out;
+  for (const auto& a : command) out += a + "\n";
+  return out;
+}
+
+void check_finished_stages(const Sweep& sweep) {
+  for (const auto& run : sweep.runs) {
+    bool earlier_unfinished = false;
+    for (const auto& s : run.stages) {
+      if (!stage_done(s)) {
+        earlier_unfinished = true;
+        continue;
+      }
+      const std::string remove = fmt::format("remove {} to run this point and seed again, or run the file with "
+                                             "another --out", run.dir);
+      if (earlier_unfinished)
+        throw SweepError(fmt::format("sweep error: {} finished, but an earlier stage of its run is not: {}", s.dir,
+                                     remove));
+      std::ifstream in(fs::path(s.dir) / kAttemptStamp);
+      const std::string was((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+      if (was != command_stamp(s.command)) {
+        // The first argument that differs, so that the message says what changed.
+        std::istringstream old_args(was);
+        std::string arg, old_arg, new_arg;
+        for (size_t i = 0; i < s.command.size() || old_args; ++i) {
+          if (!std::getline(old_args, arg)) arg = "(nothing)";
+          const std::string now = i < s.command.size() ? s.command[i] : "(nothing)";
+          if (arg != now) {
+            old_arg = arg;
+            new_arg = now;
+            break;
+          }
+        }
+        throw SweepError(fmt::format("sweep error: {} finished with another command line than the sweep file gives "
+                                     "now ('{}' there, '{}' now): {}",
+                                     s.dir, old_arg, new_arg, remove));
+      }
+    }
+  }
+}
 
 void write_sweep_json(const Sweep& sweep) {
   const SweepSpec& spec = sweep.spec;

@@ -184,7 +184,7 @@ class LocalRunner {
     const Run& run = sweep_.runs[r];
     const StageRun& st = run.stages[s];
     fs::create_directories(st.dir);
-    write_text_atomic((fs::path(st.dir) / kAttemptStamp).string(), now_iso() + "\n");
+    write_text_atomic((fs::path(st.dir) / kAttemptStamp).string(), command_stamp(st.command));
     const std::string log_path = (fs::path(st.dir) / kStageLog).string();
     const int log_fd = open(log_path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
     if (log_fd < 0) throw std::runtime_error(log_path + ": cannot open: " + std::strerror(errno));

@@ -44,7 +44,7 @@ std::string stage_script(const Sweep& sweep, size_t stage, const std::string& lo
       "# One rendezvous port per job, so that two jobs sharing a node do not meet each other. The ranks are srun's\n"
       "# tasks (SLURM_PROCID / SLURM_NTASKS; the apps meet at the first node of the allocation).\n"
       "export MASTER_PORT=$((20000 + SLURM_JOB_ID % 20000))\n"
-      "date +%FT%T > \"$RUN/{stamp}\"\n"
+      "printf '%s\\n' \"${{CMD[@]}}\" > \"$RUN/{stamp}\"  # when (mtime) and with which command line\n"
       "echo \"==== nepa_sweep slurm job ${{SLURM_ARRAY_JOB_ID}}_${{SLURM_ARRAY_TASK_ID}} $(date +%FT%T): ${{CMD[*]}}\" "
       ">> \"$RUN/{log}\"\n"
       "START=$SECONDS\n"

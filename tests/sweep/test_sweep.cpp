@@ -372,3 +372,46 @@ TEST(SweepReport, MetricsFromFabricatedRuns) {
   EXPECT_NE(md.find("| causal | -0.91 ± 0.01 | 3 |"), std::string::npos) << md;
   EXPECT_NE(md.find("11 of 12 stage runs finished"), std::string::npos);
 }
+
+namespace nepa::sweep {
+namespace {
+
+// A finished stage is skipped only while the file still gives its command line: after an edit (here the budget)
+// or with an upstream stage unfinished, its old results would be reported as the new file's.
+TEST(SweepResume, EditedStagesAreRefusedNotSkipped) {
+  const fs::path dir = fresh_dir("edited");
+  const Sweep sw = expand(parse_in(dir, kTwoStages), (dir / "out").string(), "/b");
+  auto finish = [](const StageRun& s) {
+    write(fs::path(s.dir) / kAttemptStamp, command_stamp(s.command));
+    write(fs::path(s.dir) / kDoneMarker, "{}\n");
+  };
+  for (const auto& r : sw.runs)
+    for (const auto& s : r.stages) finish(s);
+  EXPECT_NO_THROW(check_finished_stages(sw));
+
+  const Sweep edited =
+      expand(parse_in(dir, replace(kTwoStages, "schedule.epochs: 1", "schedule.epochs: 3")), (dir / "out").string(),
+             "/b");
+  std::string msg;
+  try {
+    check_finished_stages(edited);
+  } catch (const SweepError& e) {
+    msg = e.what();
+  }
+  EXPECT_NE(msg.find("schedule.epochs=1' there, 'schedule.epochs=3' now"), std::string::npos) << msg;
+  EXPECT_NE(msg.find(edited.runs[0].stages[0].dir), std::string::npos) << msg;
+  EXPECT_NE(msg.find("remove " + edited.runs[0].dir), std::string::npos) << msg;
+
+  // The pretraining redone (its marker gone) while the probe of the old one is still marked finished.
+  fs::remove(fs::path(sw.runs[1].stages[0].dir) / kDoneMarker);
+  msg.clear();
+  try {
+    check_finished_stages(sw);
+  } catch (const SweepError& e) {
+    msg = e.what();
+  }
+  EXPECT_NE(msg.find(sw.runs[1].stages[1].dir + " finished, but an earlier stage"), std::string::npos) << msg;
+}
+
+}  // namespace
+}  // namespace nepa::sweep

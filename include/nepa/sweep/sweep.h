@@ -108,8 +108,15 @@ std::string shell_command(const std::vector<std::string>& argv);
 inline constexpr const char* kDoneMarker = "sweep_done.json";       // written after a finished stage
 inline constexpr const char* kAttempts = "sweep_attempts.jsonl";    // one line per attempt: wall time, outcome
 inline constexpr const char* kStageLog = "stage.log";               // the app's stdout and stderr
-inline constexpr const char* kAttemptStamp = ".sweep_attempt_start";  // its mtime: when the attempt started
+// Written when an attempt starts: its mtime says when, its text is the command line, one argument per line.
+inline constexpr const char* kAttemptStamp = ".sweep_attempt_start";
 
 bool stage_done(const StageRun& s);
+// The stamp's text for `command`.
+std::string command_stamp(const std::vector<std::string>& command);
+// Refuses (SweepError) a sweep directory whose finished stages no longer match the file: a stage that finished
+// with another command line (the sweep file was edited: a budget, an override) or after an earlier stage of its
+// run that is not finished now. Skipping those would report old results as the new file's.
+void check_finished_stages(const Sweep& sweep);
 
 }  // namespace nepa::sweep
