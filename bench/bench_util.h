@@ -38,16 +38,25 @@ struct GemmPeak {
 };
 
 // Best of `reps` fp32 mm_out per shape (after two untimed ones), 2 FLOPs per multiply-add.
-inline GemmPeak gemm_peak(const std::vector<std::array<int64_t, 3>>& shapes, int reps) {
+// On a GPU each product is timed from a synchronised start to a synchronised end.
+inline GemmPeak gemm_peak(const std::vector<std::array<int64_t, 3>>& shapes, int reps,
+                          const torch::TensorOptions& options = {}) {
   torch::NoGradGuard no_grad;
   GemmPeak out;
+  const bool cuda = options.device().is_cuda();
+  auto sync = [&] {
+    if (cuda) torch::cuda::synchronize();
+  };
   for (const auto& s : shapes) {
-    auto a = torch::randn({s[0], s[1]}), b = torch::randn({s[1], s[2]}), c = torch::empty({s[0], s[2]});
+    auto a = torch::randn({s[0], s[1]}, options), b = torch::randn({s[1], s[2]}, options),
+         c = torch::empty({s[0], s[2]}, options);
     for (int i = 0; i < 2; ++i) torch::mm_out(c, a, b);
     double best = 1e30;
     for (int i = 0; i < reps; ++i) {
+      sync();
       auto t0 = Clock::now();
       torch::mm_out(c, a, b);
+      sync();
       best = std::min(best, secs(t0, Clock::now()));
     }
     const double gflops = 2.0 * s[0] * s[1] * s[2] / best / 1e9;

@@ -1,8 +1,12 @@
 // bench_pretrain_step: one full NEPA pretraining step (forward, loss, backward, AdamW) in C++ against the same
 // model in PyTorch eager (bench/pretrain_step.py on the weights this program writes, same threads, same batch),
 // with the machine's fp32 GEMM peak measured in the same run, so that the ratio and the MFU come from one sitting.
-//   bench_pretrain_step [--threads N] [--steps N] [--warmup N] [--only tiny|vits] [--python PATH]
+//   bench_pretrain_step [--threads N] [--steps N] [--warmup N] [--only tiny|vits|vitb] [--batch B]
+//                       [--device cpu|cuda] [--precision fp32|bf16] [--python PATH]
 //                       [--no-eager] [--no-check] [--profile] [--malloc-tune] [--seed S]
+// --precision bf16 runs both sides under bf16 autocast (the trainer's AutocastScope here, torch.autocast there).
+// On a GPU every phase ends with a device synchronisation on both sides, so that the phase times are the
+// device's; --profile then lists the CUDA kernels of one step of each side (time, launches).
 //
 // The two sides alternate step by step (the Python process stays up and steps on request), so background load
 // that comes and goes lands on both of them instead of on whichever happened to run second.
@@ -11,7 +15,8 @@
 // QK^T and PV over the FULL T x T (the causal half that the flash kernel skips is still counted), output
 // projection, MLP; backward = 2x forward (also for the patch embedding, whose input gradient is not actually
 // computed); LayerNorm, GELU, RoPE, softmax, loss and AdamW count as zero. MFU = achieved FLOP/s / measured fp32
-// GEMM peak, the peak being the best of LibTorch's and PyTorch's measurements over kGemmShapes.
+// GEMM peak, the peak being the best of LibTorch's and PyTorch's measurements over kGemmShapes (on a GPU: the
+// device's peak in the step's precision, over kCudaGemmShapes, measured by LibTorch).
 #include <CLI/CLI.hpp>
 #include <fmt/format.h>
 #include <malloc.h>
@@ -34,12 +39,14 @@
 #include <map>
 #include <memory>
 #include <optional>
+#include <set>
 #include <thread>
 
 #include "nepa/config/config.h"
 #include "nepa/io/hf_checkpoint.h"
 #include "nepa/model/vit_nepa.h"
 #include "nepa/objective/nepa_loss.h"
+#include "nepa/train/autocast.h"
 #include "nepa/train/optim.h"
 #include "bench_util.h"
 
@@ -55,6 +62,9 @@ namespace {
 
 // Same list as GEMM_SHAPES in pretrain_step.py.
 const std::vector<std::array<int64_t, 3>> kGemmShapes = {{2048, 2048, 2048}, {32 * 197, 384, 1536}, {32 * 197, 1536, 384}};
+// On a GPU: a large square product and the ViT-B/14 MLP products at batch 64 (257 tokens).
+const std::vector<std::array<int64_t, 3>> kCudaGemmShapes = {
+    {8192, 8192, 8192}, {64 * 257, 768, 3072}, {64 * 257, 3072, 768}};
 constexpr double kLr = 1e-4, kWeightDecay = 0.05;
 // glibc serves blocks above the (at most 32 MiB) mmap threshold with a fresh mmap and returns them on free, so
 // every large activation is page-faulted and zeroed by the kernel again on every step. No mmap and no trimming
@@ -106,29 +116,60 @@ struct Usage {
   }
 };
 
+// One profiled step's CUDA kernels: total kernel time against the step's wall time (the rest is the device
+// idling, mostly waiting for launches), launches, and the kernels by time. `kernels`: name -> (ms, launches).
+void print_kernels(const std::string& side, double step_ms, const std::map<std::string, std::pair<double, int>>& kernels) {
+  std::vector<std::pair<std::string, std::pair<double, int>>> rows(kernels.begin(), kernels.end());
+  std::sort(rows.begin(), rows.end(), [](const auto& a, const auto& b) { return a.second.first > b.second.first; });
+  double total = 0;
+  int launches = 0;
+  for (const auto& [name, v] : rows) {
+    total += v.first;
+    launches += v.second;
+  }
+  fmt::print("  profiled {} step: {:.1f} ms wall, {:.1f} ms of kernels ({:.0f}% busy), {} kernel launches\n", side,
+             step_ms, total, 100 * total / step_ms, launches);
+  fmt::print("  {:<90} {:>8} {:>6} {:>6}\n", "kernel", "ms", "%", "calls");
+  for (size_t i = 0; i < std::min<size_t>(rows.size(), 25); ++i)
+    fmt::print("  {:<90} {:>8.2f} {:>5.1f}% {:>6}\n", rows[i].first.substr(0, 90), rows[i].second.first,
+               100 * rows[i].second.first / total, rows[i].second.second);
+}
+
 // The C++ side: the library's model, objective and optimizer exactly as the trainer builds them.
 class CppStepper {
  public:
-  CppStepper(const ModelConfig& mc, int batch, uint64_t seed, const fs::path& export_dir) : model_(nullptr) {
+  CppStepper(const ModelConfig& mc, int batch, uint64_t seed, const fs::path& export_dir, const torch::Device& device,
+             bool bf16)
+      : model_(nullptr), device_(device), bf16_(bf16) {
     torch::manual_seed(seed);
     model_ = ViTNepaModel(mc);
     save_hf_model(export_dir.string(), model_, HfModelConfig{mc, {}, {}, {}});
+    model_->to(device_);
     model_->train();
     groups_ = decay_groups(*model_, kWeightDecay);
     optim_ = make_adamw(groups_, oc_);
     for (size_t g = 0; g < optim_->num_groups(); ++g) optim_->set_lr(g, kLr);
-    pixels_ = torch::rand({batch, mc.num_channels, mc.image_size, mc.image_size}) * 2 - 1;
+    pixels_ = (torch::rand({batch, mc.num_channels, mc.image_size, mc.image_size}) * 2 - 1).to(device_);
   }
 
   Sample step() {
+    auto sync = [&] {
+      if (device_.is_cuda()) torch::cuda::synchronize();
+    };
     Usage u0 = Usage::now();
     auto t0 = Clock::now();
-    NepaLoss loss = nepa_forward_loss(model_, pixels_, objective_);
+    NepaLoss loss = [&] {
+      AutocastScope autocast(bf16_, device_.type());
+      return nepa_forward_loss(model_, pixels_, objective_);
+    }();
+    sync();
     auto t1 = Clock::now();
     optim_->zero_grad();
     loss.loss.backward();
+    sync();
     auto t2 = Clock::now();
     optim_->step();
+    sync();
     auto t3 = Clock::now();
     Usage u1 = Usage::now();
     double value = loss.loss.item<double>();
@@ -146,10 +187,23 @@ class CppStepper {
     using torch::profiler::impl::ActivityType;
     using torch::profiler::impl::ProfilerConfig;
     using torch::profiler::impl::ProfilerState;
-    prof::prepareProfiler(ProfilerConfig(ProfilerState::KINETO), {ActivityType::CPU});
-    prof::enableProfiler(ProfilerConfig(ProfilerState::KINETO), {ActivityType::CPU});
+    std::set<ActivityType> activities = {ActivityType::CPU};
+    if (device_.is_cuda()) activities.insert(ActivityType::CUDA);
+    prof::prepareProfiler(ProfilerConfig(ProfilerState::KINETO), activities);
+    prof::enableProfiler(ProfilerConfig(ProfilerState::KINETO), activities);
     Sample s = step();
     auto result = prof::disableProfiler();
+    if (device_.is_cuda()) {
+      std::map<std::string, std::pair<double, int>> kernels;
+      for (const auto& e : result->events())
+        if (e.deviceType() == c10::DeviceType::CUDA && e.endNs() > e.startNs()) {
+          auto& k = kernels[e.name()];
+          k.first += (e.endNs() - e.startNs()) * 1e-6;
+          k.second += 1;
+        }
+      print_kernels("C++", s.step, kernels);
+      return;
+    }
 
     struct Ev {
       std::string name;
@@ -207,6 +261,8 @@ class CppStepper {
 
  private:
   ViTNepaModel model_;
+  torch::Device device_;
+  bool bf16_;
   OptimConfig oc_;
   ObjectiveConfig objective_;
   std::vector<ParamGroup> groups_;
@@ -252,12 +308,18 @@ int main(int argc, char** argv) {
   int threads = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
   int steps = 10, warmup = 3, gemm_reps = 10;
   uint64_t seed = 0;
-  std::string only, python = bench::default_python();
+  int batch_override = 0;
+  std::string only, python = bench::default_python(), device_name = "cpu", precision = "fp32";
   bool no_eager = false, no_check = false, profile = false, malloc_tune = false;
   app.add_option("--threads", threads, "intra-op threads for both sides (default: all cores)")->check(CLI::PositiveNumber);
   app.add_option("--steps", steps, "timed steps per side; medians are reported")->check(CLI::PositiveNumber);
   app.add_option("--warmup", warmup, "untimed steps per side first")->check(CLI::NonNegativeNumber);
-  app.add_option("--only", only, "run one configuration")->check(CLI::IsMember({"tiny", "vits"}));
+  app.add_option("--only", only, "run one configuration (vitb: ViT-B/14 224 b64, only with --only)")
+      ->check(CLI::IsMember({"tiny", "vits", "vitb"}));
+  app.add_option("--batch", batch_override, "batch of every configuration run (default: its own)")
+      ->check(CLI::PositiveNumber);
+  app.add_option("--device", device_name, "cpu or cuda (both sides)")->check(CLI::IsMember({"cpu", "cuda"}));
+  app.add_option("--precision", precision, "fp32, or bf16 autocast on both sides")->check(CLI::IsMember({"fp32", "bf16"}));
   app.add_option("--python", python, "Python with torch + safetensors (default: $NEPA_PYTHON or ~/.cache/nepa/venv)");
   app.add_option("--seed", seed, "seed of the weights and the input batch");
   app.add_option("--gemm-reps", gemm_reps, "repetitions per GEMM shape (best kept)")->check(CLI::PositiveNumber);
@@ -272,6 +334,12 @@ int main(int argc, char** argv) {
     mallopt(M_MMAP_MAX, 0);
     mallopt(M_TRIM_THRESHOLD, std::numeric_limits<int>::max());
   }
+  const torch::Device device(device_name);
+  if (device.is_cuda() && !torch::cuda::is_available()) {
+    fmt::print(stderr, "error: --device cuda, but LibTorch sees no CUDA device\n");
+    return 2;
+  }
+  const bool bf16 = precision == "bf16";
   torch::set_num_threads(threads);
   const std::string source_dir = NEPA_SOURCE_DIR;
   const std::string script = source_dir + "/bench/pretrain_step.py";
@@ -295,10 +363,20 @@ int main(int argc, char** argv) {
   std::vector<Case> cases;
   if (only.empty() || only == "vits") cases.push_back({"vits", "ViT-S/16 224 b32", vits, 32});
   if (only.empty() || only == "tiny") cases.push_back({"tiny", "fmnist_tiny 28 b128", tiny, 128});
+  if (only == "vitb")  // the paper's model (configs/model/nepa_base.yaml): a GPU shape, too slow for the CPU default
+    cases.push_back({"vitb", "ViT-B/14 224 b64",
+                     load_config(source_dir + "/configs/pretrain/vitb.yaml").config.model, 64});
+  for (auto& c : cases)
+    if (batch_override) {
+      c.batch = batch_override;
+      c.label = c.label.substr(0, c.label.rfind(" b")) + " b" + std::to_string(batch_override);
+    }
 
-  bench::GemmPeak peak_cpp = bench::gemm_peak(kGemmShapes, gemm_reps);
+  const auto gemm_dtype = bf16 ? torch::kBFloat16 : torch::kFloat32;
+  bench::GemmPeak peak_cpp = bench::gemm_peak(device.is_cuda() ? kCudaGemmShapes : kGemmShapes, gemm_reps,
+                                              torch::TensorOptions().device(device).dtype(gemm_dtype));
   std::optional<bench::GemmPeak> peak_py;
-  if (!no_eager) {
+  if (!no_eager && !device.is_cuda() && !bf16) {  // the Python peak: fp32 on the CPU only
     std::string env = malloc_tune ? std::string("GLIBC_TUNABLES=") + kMallocTunables + " " : "";
     YAML::Node j = run_json(fmt::format("{}{} {} gemm --threads {} --reps {}", env, shell_quote(python),
                                         shell_quote(script), threads, gemm_reps));
@@ -307,8 +385,9 @@ int main(int argc, char** argv) {
     for (const auto& kv : j["shapes"]) peak_py->per_shape[kv.first.as<std::string>()] = kv.second.as<double>();
   }
   const double peak = std::max(peak_cpp.best, peak_py ? peak_py->best : 0.0);
-  fmt::print("threads {}{} | fp32 GEMM GFLOP/s, best of {} (LibTorch{}):\n", threads,
-             malloc_tune ? ", malloc tuned" : "", gemm_reps, peak_py ? " / PyTorch" : "");
+  fmt::print("device {}, {}, threads {}{} | {} GEMM GFLOP/s, best of {} (LibTorch{}):\n", device.str(), precision,
+             threads, malloc_tune ? ", malloc tuned" : "", bf16 ? "bf16" : "fp32", gemm_reps,
+             peak_py ? " / PyTorch" : "");
   for (const auto& [shape, g] : peak_cpp.per_shape)
     fmt::print("  {:<16} {:6.1f}{}\n", shape, g, peak_py ? fmt::format(" / {:6.1f}", peak_py->per_shape[shape]) : "");
   fmt::print("  peak used for MFU: {:.1f} GFLOP/s\n", peak);
@@ -330,12 +409,12 @@ int main(int argc, char** argv) {
                  no_eager ? "" : ", alternating C++ / eager");
       std::fflush(stdout);
       fs::path model_dir = dir / c.key;
-      CppStepper cpp(c.model, c.batch, seed, model_dir);
+      CppStepper cpp(c.model, c.batch, seed, model_dir, device, bf16);
       std::unique_ptr<bench::JsonChild> py;
       if (!no_eager) {
         std::vector<std::string> cmd = {python, script, "serve", model_dir.string(), "--threads",
                                         std::to_string(threads), "--batch", std::to_string(c.batch), "--seed",
-                                        std::to_string(seed)};
+                                        std::to_string(seed), "--device", device_name, "--precision", precision};
         if (!no_check) cmd.push_back("--check");
         py = std::make_unique<bench::JsonChild>(cmd, child_env);
         if (const auto& chk = py->header()["check"])
@@ -360,7 +439,21 @@ int main(int argc, char** argv) {
       if (r.eager) fmt::print(", eager: {:.0f}", r.eager->step);
       fmt::print("; last loss C++ {:.4f}{}\n", cpp_samples.back().loss,
                  py_samples.empty() ? "" : fmt::format(", eager {:.4f}", py_samples.back().loss));
-      if (profile) cpp.print_profile();
+      if (profile) {
+        cpp.print_profile();
+        if (device.is_cuda() && !no_eager) {  // the same listing for one eager step (a fresh child: same model)
+          std::vector<std::string> cmd = {python, script, "serve", model_dir.string(), "--threads",
+                                          std::to_string(threads), "--batch", std::to_string(c.batch), "--seed",
+                                          std::to_string(seed), "--device", device_name, "--precision", precision};
+          bench::JsonChild prof_child(cmd, child_env);
+          for (int i = 0; i < warmup; ++i) prof_child.call("step");
+          const YAML::Node j = prof_child.call("profile");
+          std::map<std::string, std::pair<double, int>> kernels;
+          for (const auto& k : j["kernels"])
+            kernels[k[0].as<std::string>()] = {k[1].as<double>(), k[2].as<int>()};
+          print_kernels("eager", j["step_ms"].as<double>(), kernels);
+        }
+      }
       rows.push_back(r);
     }
   } catch (const std::exception& e) {

@@ -6,7 +6,11 @@
         (medians over the timed steps; minflt and sys_ms are page faults and kernel CPU time per step)
     pretrain_step.py serve MODEL_DIR --threads T --batch B [--seed S] [--check]
         the same model and optimizer, one step per "step" line read from stdin, one JSON line per step, so that
-        the C++ driver can alternate its steps with these and background load hits both sides alike
+        the C++ driver can alternate its steps with these and background load hits both sides alike; a line
+        "profile" runs one step under torch.profiler and answers {step_ms, kernels: [[name, ms, launches], ...]}
+        with the CUDA kernels (GPU only)
+    step and serve take --device cpu|cuda and --precision fp32|bf16 (torch.autocast); on a GPU every phase ends
+    with torch.cuda.synchronize(), as on the C++ side
     pretrain_step.py gemm --threads T [--reps R]
         the fp32 GEMM peak on T threads; prints {gflops, shapes: {"MxKxN": gflops}, threads}
 """
@@ -45,24 +49,34 @@ def gemm_peak(threads, reps):
 
 
 class Stepper:
-    def __init__(self, model_dir, batch, seed):
+    def __init__(self, model_dir, batch, seed, device="cpu", precision="fp32"):
         torch.manual_seed(seed)
         config, self.model, _ = nepa_eager.load_model(model_dir)
-        self.model.train()
+        self.device = torch.device(device)
+        self.model.to(self.device).train()
         self.optimizer = nepa_eager.adamw(self.model)
+        self.bf16 = precision == "bf16"
         size, ch = config["image_size"], config["num_channels"]
-        self.pixels = torch.rand(batch, ch, size, size) * 2 - 1
+        self.pixels = (torch.rand(batch, ch, size, size) * 2 - 1).to(self.device)
+
+    def sync(self):
+        if self.device.type == "cuda":
+            torch.cuda.synchronize()
 
     def step(self):
         r0 = resource.getrusage(resource.RUSAGE_SELF)
         t0 = time.perf_counter()
-        h, z = self.model(self.pixels)
-        loss = nepa_eager.nepa_loss(h, z)
+        with torch.autocast(self.device.type, torch.bfloat16, enabled=self.bf16):
+            h, z = self.model(self.pixels)
+            loss = nepa_eager.nepa_loss(h, z)
+        self.sync()
         t1 = time.perf_counter()
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        self.sync()
         t2 = time.perf_counter()
         self.optimizer.step()
+        self.sync()
         t3 = time.perf_counter()
         r1 = resource.getrusage(resource.RUSAGE_SELF)
         value = loss.item()
@@ -71,6 +85,21 @@ class Stepper:
         return {"step_ms": 1e3 * (t3 - t0), "forward_ms": 1e3 * (t1 - t0), "backward_ms": 1e3 * (t2 - t1),
                 "optim_ms": 1e3 * (t3 - t2), "minflt": r1.ru_minflt - r0.ru_minflt,
                 "sys_ms": 1e3 * (r1.ru_stime - r0.ru_stime), "loss": value}
+
+
+def profile_step(stepper):
+    """One step under torch.profiler: its CUDA kernels by total time, as the C++ side lists its own."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+        sample = stepper.step()
+    kernels = {}
+    for e in prof.events():
+        if e.device_type == torch.autograd.DeviceType.CUDA and e.device_time > 0:
+            k = kernels.setdefault(e.name, [0.0, 0])
+            k[0] += e.device_time / 1e3
+            k[1] += 1
+    return {"step_ms": sample["step_ms"], "kernels": [[n, ms, c] for n, (ms, c) in kernels.items()]}
 
 
 def median(xs):
@@ -93,6 +122,8 @@ def main():
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--reps", type=int, default=10, help="gemm: repetitions per shape (best kept)")
     ap.add_argument("--check", action="store_true", help="first verify the model against the float64 reference")
+    ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    ap.add_argument("--precision", default="fp32", choices=["fp32", "bf16"])
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     if args.mode == "gemm":
@@ -103,14 +134,17 @@ def main():
     header = {"threads": torch.get_num_threads()}
     if args.check:
         header["check"] = nepa_eager.check_against_reference(args.model)
-    stepper = Stepper(args.model, args.batch, args.seed)
+    stepper = Stepper(args.model, args.batch, args.seed, args.device, args.precision)
 
     if args.mode == "serve":
         emit(dict(header, ready=True))
         for line in sys.stdin:
-            if line.strip() != "step":
+            if line.strip() == "step":
+                emit(stepper.step())
+            elif line.strip() == "profile":
+                emit(profile_step(stepper))
+            else:
                 sys.exit(f"serve: unknown command {line.strip()!r}")
-            emit(stepper.step())
         return
 
     if args.steps < 1:

@@ -1,6 +1,5 @@
 #include "nepa/train/trainer.h"
 
-#include <ATen/autocast_mode.h>
 #include <ATen/Parallel.h>
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
@@ -19,6 +18,7 @@
 
 #include "nepa/dist/grad_sync.h"
 #include "nepa/io/atomic_file.h"
+#include "nepa/train/autocast.h"
 #include "nepa/train/checkpoint.h"
 #include "nepa/train/signals.h"
 
@@ -30,26 +30,6 @@ namespace {
 using Clock = std::chrono::steady_clock;
 
 double seconds_since(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
-
-// bf16 autocast for the forward pass; the loss is computed in fp32 by the objectives themselves.
-class AutocastScope {
- public:
-  AutocastScope(bool enabled, c10::DeviceType device) : enabled_(enabled), device_(device) {
-    if (!enabled_) return;
-    at::autocast::set_autocast_enabled(device_, true);
-    at::autocast::set_autocast_dtype(device_, at::kBFloat16);
-    at::autocast::increment_nesting();
-  }
-  ~AutocastScope() {
-    if (!enabled_) return;
-    if (at::autocast::decrement_nesting() == 0) at::autocast::clear_cache();
-    at::autocast::set_autocast_enabled(device_, false);
-  }
-
- private:
-  bool enabled_;
-  c10::DeviceType device_;
-};
 
 std::string format_duration(double seconds) {
   auto s = static_cast<int64_t>(std::max(0.0, seconds));
