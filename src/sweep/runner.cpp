@@ -5,6 +5,7 @@
 #include "nepa/sweep/runner.h"
 
 #include <arpa/inet.h>
+#include <sched.h>
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <sys/file.h>
@@ -73,7 +74,7 @@ int free_port() {
 }
 
 pid_t spawn(const std::vector<std::string>& argv, const std::vector<std::pair<std::string, std::string>>& env,
-            int log_fd) {
+            int log_fd, const std::vector<int>& cpus) {
   std::vector<char*> args;
   for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
   args.push_back(nullptr);
@@ -88,6 +89,15 @@ pid_t spawn(const std::vector<std::string>& argv, const std::vector<std::pair<st
   dup2(log_fd, STDERR_FILENO);
   if (int null = open("/dev/null", O_RDONLY); null >= 0) dup2(null, STDIN_FILENO);
   for (const auto& [k, v] : env) setenv(k.c_str(), v.c_str(), 1);
+  if (!cpus.empty()) {
+    cpu_set_t set;
+    CPU_ZERO(&set);
+    for (int c : cpus) CPU_SET(c, &set);
+    if (sched_setaffinity(0, sizeof(set), &set) != 0) {
+      dprintf(STDERR_FILENO, "nepa_sweep: cannot bind %s to its cores: %s\n", args[0], std::strerror(errno));
+      _exit(126);
+    }
+  }
   execv(args[0], args.data());
   dprintf(STDERR_FILENO, "nepa_sweep: cannot start %s: %s\n", args[0], std::strerror(errno));
   _exit(127);
@@ -100,8 +110,25 @@ std::string describe_status(int status) {
   return "ended abnormally";
 }
 
+// The cores of each of `jobs` slots: this process's cores cut into `jobs` contiguous shares, or nothing (no
+// binding) when there are fewer cores than slots. Bound to its share, an app sizes its thread pool to it
+// (train.threads 0 follows the affinity mask): two single-process stages side by side on 2 cores then run one
+// thread each instead of fighting with two each (OpenMP oversubscription).
+std::vector<std::vector<int>> slot_cores(int jobs) {
+  cpu_set_t set;
+  std::vector<int> cpus;
+  if (sched_getaffinity(0, sizeof(set), &set) == 0)
+    for (int c = 0; c < CPU_SETSIZE; ++c)
+      if (CPU_ISSET(c, &set)) cpus.push_back(c);
+  std::vector<std::vector<int>> slots(static_cast<size_t>(jobs));
+  if (jobs <= 1 || static_cast<int>(cpus.size()) < jobs) return slots;
+  for (size_t i = 0; i < cpus.size(); ++i) slots[i * static_cast<size_t>(jobs) / cpus.size()].push_back(cpus[i]);
+  return slots;
+}
+
 struct Active {
   int run = 0, stage = 0, slots = 1;
+  std::vector<int> slot_ids;  // the slots it holds (their cores)
   std::vector<pid_t> pids;
   std::vector<int> status;  // -1 while running
   Clock::time_point start;
@@ -110,7 +137,10 @@ struct Active {
 
 class LocalRunner {
  public:
-  LocalRunner(const Sweep& sweep, int jobs) : sweep_(sweep), jobs_(std::max(1, jobs)) {
+  LocalRunner(const Sweep& sweep, int jobs)
+      : sweep_(sweep), jobs_(std::max(1, jobs)), slot_cores_(slot_cores(jobs_)), slot_busy_(jobs_, false) {
+    if (jobs_ > 1 && slot_cores_.front().empty())
+      spdlog::warn("--jobs {} is more than this process's cores: stages are not bound to cores", jobs_);
     for (const auto& r : sweep.runs) {
       std::vector<State> states;
       for (const auto& s : r.stages) states.push_back(stage_done(s) ? State::kSkipped : State::kPending);
@@ -195,6 +225,11 @@ class LocalRunner {
     a.run = r;
     a.stage = s;
     a.slots = slots;
+    for (int j = 0; j < jobs_ && static_cast<int>(a.slot_ids.size()) < slots; ++j)
+      if (!slot_busy_[j]) {
+        slot_busy_[j] = true;
+        a.slot_ids.push_back(j);
+      }
     a.start = Clock::now();
     // The variables scripts/launch_local.sh sets, as torchrun would.
     const int port = st.processes > 1 ? free_port() : 0;
@@ -204,7 +239,9 @@ class LocalRunner {
         env = {{"RANK", std::to_string(rank)},       {"WORLD_SIZE", std::to_string(st.processes)},
                {"LOCAL_RANK", std::to_string(rank)}, {"LOCAL_WORLD_SIZE", std::to_string(st.processes)},
                {"MASTER_ADDR", "127.0.0.1"},         {"MASTER_PORT", std::to_string(port)}};
-      a.pids.push_back(spawn(st.command, env, log_fd));
+      // Rank k on slot k (mod the slots it got): a P-process stage on P slots puts one rank on each share.
+      const int slot = a.slot_ids[static_cast<size_t>(rank) % a.slot_ids.size()];
+      a.pids.push_back(spawn(st.command, env, log_fd, slot_cores_[slot]));
       a.status.push_back(-1);
     }
     close(log_fd);
@@ -238,6 +275,7 @@ class LocalRunner {
         continue;
       }
       finish(a);
+      for (int j : a.slot_ids) slot_busy_[j] = false;
       active_.erase(active_.begin() + static_cast<long>(i));
     }
   }
@@ -307,6 +345,8 @@ class LocalRunner {
 
   const Sweep& sweep_;
   const int jobs_;
+  const std::vector<std::vector<int>> slot_cores_;
+  std::vector<bool> slot_busy_;
   std::vector<std::vector<State>> states_;
   std::vector<Active> active_;
   std::map<const StageRun*, std::string> reasons_;

@@ -270,6 +270,16 @@ with open(os.path.join(WORK, "dp.yaml"), "w") as f:
 out = run(["run", os.path.join(WORK, "dp.yaml"), "--out", os.path.join(WORK, "dp"), "--jobs", "2"], 0)
 log = open(os.path.join(WORK, "dp", "causal", "seed3", "pretrain", "stage.log")).read()
 check("data parallel: 2 processes" in log, "the 2-process stage did not run as 2 ranks:\n" + log[-2000:])
+# With --jobs 2 every stage is bound to its slots' share of the cores, and an app left to choose its threads
+# (train.threads 0) sizes its pool to that share: the probe, one process on one slot, gets half of them.
+cores = len(os.sched_getaffinity(0))
+if cores >= 2:
+    with open(os.path.join(WORK, "dp_threads.yaml"), "w") as f:
+        f.write(open(os.path.join(WORK, "dp.yaml")).read().replace(
+            "    from: pretrain\n", "    from: pretrain\n    set: {train.threads: 0}\n"))
+    run(["run", os.path.join(WORK, "dp_threads.yaml"), "--out", os.path.join(WORK, "dp_threads"), "--jobs", "2"], 0)
+    log = open(os.path.join(WORK, "dp_threads", "causal", "seed3", "probe", "stage.log")).read()
+    check(f", {cores // 2} threads" in log, f"the probe was not bound to {cores // 2} of {cores} cores:\n" + log[-2000:])
 
 # A bad sweep file: exit 2, one line naming the file and line.
 with open(os.path.join(WORK, "bad.yaml"), "w") as f:
