@@ -56,7 +56,7 @@ int run(const LoadedConfig& loaded, const std::string& resume, bool dry_run) {
   model->to(rt.device);
   spdlog::info("model: {} parameters, {} blocks, width {}, {}", count_parameters(*model), cfg.model.num_hidden_layers,
                cfg.model.hidden_size, cfg.model.is_causal ? "causal" : "bidirectional");
-  NepaPretrainTask task(cfg, model, knn_memory, knn_queries, rt.device, rt.comm_ptr());
+  PretrainTask task(cfg, model, knn_memory, knn_queries, rt.device, rt.comm_ptr());
 
   TrainResult result = run_training(cfg, task, loader, resume, rt);
   if (result.status == TrainResult::Status::kInterrupted) return 0;

@@ -267,12 +267,22 @@ void validate(const ModelConfig& model, const std::string& where, const std::str
   validate_model(model, Checker{nullptr, where}, prefix);
 }
 
+ObjectiveKind objective_kind(const std::string& name, const std::string& file) {
+  static const std::vector<std::pair<std::string, ObjectiveKind>> known = {{"nepa", ObjectiveKind::kNepa}};
+  std::string names;
+  for (const auto& [n, kind] : known) {
+    if (n == name) return kind;
+    names += (names.empty() ? "" : ", ") + n;
+  }
+  fail(file, "objective.name", "unknown objective '" + name + "' (" + names + ")");
+}
+
 void validate(const Config& cfg, const ConfigOrigins& origins) {
   Checker c{&origins, ""};
   validate_model(cfg.model, c, "model.");
 
   const auto& o = cfg.objective;
-  c.require(o.name == "nepa", "objective.name", "unknown objective '" + o.name + "' (nepa)");
+  objective_kind(o.name, c.origins ? origin_of(*c.origins, "objective.name") : c.where);
   c.require(o.mask_ratio >= 0.0 && o.mask_ratio < 1.0, "objective.mask_ratio", "must be in [0, 1)");
   c.require(o.mask_ratio == 0.0 || cfg.model.use_mask_token, "objective.mask_ratio",
             "masking needs model.use_mask_token: true");

@@ -5,6 +5,8 @@
 #include <cmath>
 #include <stdexcept>
 
+#include "nepa/io/hf_checkpoint.h"
+
 namespace nepa {
 
 NepaLoss next_embedding_loss(const torch::Tensor& h, const torch::Tensor& z, bool shift, bool stop_grad) {
@@ -50,6 +52,15 @@ NepaLoss nepa_forward_loss(ViTNepaModel& model, const torch::Tensor& pixel_value
   }
   NepaOutputs out = model->forward(pixel_values, options);
   return next_embedding_loss(out.last_hidden_state, out.input_embedding, objective.shift, objective.stop_grad);
+}
+
+ObjectiveOutput NepaObjective::forward(ViTNepaModel& backbone, const torch::Tensor& pixels) {
+  NepaLoss l = nepa_forward_loss(backbone, pixels, objective_);
+  return {l.loss, {{"cos", l.mean_cos}, {"pred_std", l.pred_std}}};
+}
+
+void NepaObjective::export_model(const std::string& dir, ViTNepaModel& backbone) {
+  save_hf_model(dir, backbone, HfModelConfig{model_, {}, {}, {}});
 }
 
 }  // namespace nepa

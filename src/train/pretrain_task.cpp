@@ -4,27 +4,60 @@
 #include <torch/torch.h>
 
 #include <chrono>
+#include <stdexcept>
 
 #include "nepa/eval/knn.h"
-#include "nepa/io/hf_checkpoint.h"
-#include "nepa/objective/nepa_loss.h"
 
 namespace nepa {
 
-NepaPretrainTask::NepaPretrainTask(const Config& config, ViTNepaModel model, std::shared_ptr<const Dataset> knn_memory,
-                                   std::shared_ptr<const Dataset> knn_queries, torch::Device device,
-                                   dist::Comm* comm)
-    : config_(config), model_(std::move(model)), knn_memory_(std::move(knn_memory)),
-      knn_queries_(std::move(knn_queries)), device_(device), comm_(comm) {}
+namespace {
 
-std::vector<ParamGroup> NepaPretrainTask::param_groups() { return decay_groups(*model_, config_.optim.weight_decay); }
+// The backbone's own tensors and children registered under their own names (shared, not copied), then the
+// objective's modules: old checkpoints, saved from the backbone alone as "model.*", still load, and the EMA's
+// backbone twin finds its names.
+class CarriedModules : public torch::nn::Module {
+ public:
+  CarriedModules(ViTNepaModel backbone, const NamedModules& added) : backbone_(std::move(backbone)) {
+    for (const auto& p : backbone_->named_parameters(/*recurse=*/false))
+      register_parameter(p.key(), p.value(), p.value().requires_grad());
+    for (const auto& b : backbone_->named_buffers(/*recurse=*/false)) register_buffer(b.key(), b.value());
+    for (const auto& c : backbone_->named_children()) register_module(c.key(), c.value());
+    for (const auto& [name, m] : added) {
+      if (named_children().contains(name) || named_parameters(false).contains(name) ||
+          named_buffers(false).contains(name))
+        throw std::logic_error("objective module '" + name + "' has the name of a part of the backbone");
+      register_module(name, m);
+    }
+  }
+  // The backbone is not a child (its parts are), so its own training flag is set here.
+  void train(bool on) override {
+    torch::nn::Module::train(on);
+    backbone_->train(on);
+  }
 
-StepOutput NepaPretrainTask::forward(const Batch& batch) {
-  NepaLoss l = nepa_forward_loss(model_, batch.images, config_.objective);
-  return {l.loss, {{"cos", l.mean_cos}, {"pred_std", l.pred_std}}};
+ private:
+  ViTNepaModel backbone_;
+};
+
+}  // namespace
+
+PretrainTask::PretrainTask(const Config& config, ViTNepaModel model, std::shared_ptr<const Dataset> knn_memory,
+                           std::shared_ptr<const Dataset> knn_queries, torch::Device device, dist::Comm* comm)
+    : config_(config), model_(std::move(model)), objective_(make_objective(config)),
+      knn_memory_(std::move(knn_memory)), knn_queries_(std::move(knn_queries)), device_(device), comm_(comm) {
+  NamedModules added = objective_->modules();
+  for (auto& [name, m] : added) m->to(device_);
+  carried_ = std::make_shared<CarriedModules>(model_, added);
 }
 
-std::vector<std::pair<std::string, double>> NepaPretrainTask::evaluate(int64_t /*step*/) {
+std::vector<ParamGroup> PretrainTask::param_groups() { return decay_groups(*carried_, config_.optim.weight_decay); }
+
+StepOutput PretrainTask::forward(const Batch& batch) {
+  ObjectiveOutput out = objective_->forward(model_, batch.images);
+  return {out.loss, out.metrics};
+}
+
+std::vector<std::pair<std::string, double>> PretrainTask::evaluate(int64_t /*step*/) {
   if (config_.eval.knn_k <= 0 || !knn_memory_ || !knn_queries_) return {};
   auto t0 = std::chrono::steady_clock::now();
   dist::Comm single;
@@ -59,14 +92,14 @@ std::vector<std::pair<std::string, double>> NepaPretrainTask::evaluate(int64_t /
   return {{"knn_mean_top1", 100 * mean_top1}, {"knn_last_top1", 100 * last_top1}};
 }
 
-void NepaPretrainTask::export_final(const std::string& dir) {
-  save_hf_model(dir, model_, HfModelConfig{config_.model, {}, {}, {}});
+void PretrainTask::export_final(const std::string& dir) {
+  objective_->export_model(dir, model_);
   if (ema()) {
     // The release saves its EMA beside the weights (pytorch_model_ema.bin) for init_nepa_cls_from_pretrain.py
     // --use_ema; here it is a second HF folder, which nepa_finetune --init takes like the first.
     ViTNepaModel twin(model_->config());
     ema()->copy_to(*twin);
-    save_hf_model(dir + "_ema", twin, HfModelConfig{config_.model, {}, {}, {}});
+    objective_->export_model(dir + "_ema", twin);
   }
 }
 

@@ -46,11 +46,11 @@ inline Config tiny_train_config(const std::string& output_dir) {
 
 // The NEPA task with hooks: records every micro-batch loss, can corrupt a step's loss or gradient, or raise a
 // signal.
-class RecordingTask : public NepaPretrainTask {
+class RecordingTask : public PretrainTask {
  public:
-  RecordingTask(const Config& c, ViTNepaModel m) : NepaPretrainTask(c, std::move(m), nullptr, nullptr, torch::kCPU) {}
+  RecordingTask(const Config& c, ViTNepaModel m) : PretrainTask(c, std::move(m), nullptr, nullptr, torch::kCPU) {}
   StepOutput forward(const Batch& batch) override {
-    StepOutput out = NepaPretrainTask::forward(batch);
+    StepOutput out = PretrainTask::forward(batch);
     ++forwards;
     if (nan_at_forward == forwards) out.loss = out.loss * std::nan("");
     if (inf_grad_at_forward == forwards) {
@@ -65,14 +65,14 @@ class RecordingTask : public NepaPretrainTask {
   }
   std::vector<std::pair<std::string, double>> evaluate(int64_t step) override {
     if (signal_in_eval_at == step) std::raise(signal_to_raise);  // e.g. during the k-NN at init
-    return NepaPretrainTask::evaluate(step);
+    return PretrainTask::evaluate(step);
   }
   void after_step(int64_t step) override {
     if (signal_after_step == step) std::raise(signal_to_raise);
   }
   std::map<std::string, torch::Tensor> extra_state() override {
     std::this_thread::sleep_for(slow_save);  // a large checkpoint, as far as the other ranks can tell
-    return NepaPretrainTask::extra_state();
+    return PretrainTask::extra_state();
   }
   ~RecordingTask() override {
     if (hooked_) model()->embeddings->cls_token.remove_hook(hook_);

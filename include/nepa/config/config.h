@@ -106,6 +106,14 @@ struct ObjectiveConfig {
   }
 };
 
+// What objective.name selects (make_objective in objective/objective.h builds it). A new objective adds its
+// value here, its name in objective_kind's table, and its own config subsection.
+enum class ObjectiveKind { kNepa };
+
+// Decodes objective.name; an unknown name throws ConfigError naming objective.name, `file` (where it was set)
+// and the known names.
+ObjectiveKind objective_kind(const std::string& name, const std::string& file = "the config");
+
 struct DataConfig {
   std::string dataset = "fashion_mnist";
   std::string root;

@@ -4,8 +4,11 @@
 
 #include <torch/types.h>
 
+#include <string>
+
 #include "nepa/config/config.h"
 #include "nepa/model/vit_nepa.h"
+#include "nepa/objective/objective.h"
 
 namespace nepa {
 
@@ -25,5 +28,18 @@ torch::Tensor random_patch_mask(int64_t batch, int64_t num_patches, double ratio
 
 // One NEPA forward + loss under the objective's switches (masking draws from the global generator).
 NepaLoss nepa_forward_loss(ViTNepaModel& model, const torch::Tensor& pixel_values, const ObjectiveConfig& objective);
+
+// NEPA as a plug-in: the backbone alone (no modules, no extra state), its loss with the metrics "cos" and
+// "pred_std", and the backbone exported in the Hugging Face layout.
+class NepaObjective : public Objective {
+ public:
+  NepaObjective(const ObjectiveConfig& objective, const ModelConfig& model) : objective_(objective), model_(model) {}
+  ObjectiveOutput forward(ViTNepaModel& backbone, const torch::Tensor& pixels) override;
+  void export_model(const std::string& dir, ViTNepaModel& backbone) override;
+
+ private:
+  ObjectiveConfig objective_;
+  ModelConfig model_;  // written to config.json as the run configured it
+};
 
 }  // namespace nepa

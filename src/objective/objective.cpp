@@ -1,0 +1,17 @@
+#include "nepa/objective/objective.h"
+
+#include <stdexcept>
+
+#include "nepa/objective/nepa_loss.h"
+
+namespace nepa {
+
+std::unique_ptr<Objective> make_objective(const Config& config) {
+  switch (objective_kind(config.objective.name)) {
+    case ObjectiveKind::kNepa:
+      return std::make_unique<NepaObjective>(config.objective, config.model);
+  }
+  throw std::logic_error("make_objective: ObjectiveKind without a case");  // unreachable: the switch is exhaustive
+}
+
+}  // namespace nepa
