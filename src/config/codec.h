@@ -9,6 +9,7 @@
 #include <optional>
 #include <set>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include "nepa/config/config.h"
@@ -129,6 +130,12 @@ inline std::string encode_value(const std::vector<double>& v) {
   return s + "]";
 }
 
+// A field that is itself a struct with a static `visit` (objective.aim) is a nested mapping of keys.
+template <class T, class = void>
+struct is_section : std::false_type {};
+template <class T>
+struct is_section<T, std::void_t<decltype(&T::template visit<T, int>)>> : std::true_type {};
+
 // Decodes the fields of one struct from a mapping node. Unknown keys are an error unless `unknown` is
 // given, in which case they are collected there (config.json carries keys that are not model fields).
 class FieldDecoder {
@@ -144,7 +151,15 @@ class FieldDecoder {
     YAML::Node n = node[key];
     if (!n) return;
     std::string path = prefix_ + key;
-    decode_value(n, field, {origin_(ctx_, path), path});
+    if constexpr (is_section<T>::value) {
+      if (n.IsNull()) return;
+      if (!n.IsMap()) fail(origin_(ctx_, path), path, "expected a mapping of keys, got " + scalar_text(n));
+      FieldDecoder nested(n, path + ".", origin_, ctx_);
+      T::visit(field, nested);
+      nested.check_unknown(nullptr);
+    } else {
+      decode_value(n, field, {origin_(ctx_, path), path});
+    }
   }
 
   void check_unknown(std::vector<std::string>* unknown) const {
@@ -178,7 +193,13 @@ class FieldEncoder {
   explicit FieldEncoder(std::string indent) : indent_(std::move(indent)) {}
   template <class T>
   void operator()(const char* key, const T& field, const char* doc) {
-    out_ += indent_ + key + ": " + encode_value(field) + "  # " + doc + "\n";
+    if constexpr (is_section<T>::value) {
+      FieldEncoder nested(indent_ + "  ");
+      T::visit(field, nested);
+      out_ += indent_ + key + ":  # " + doc + "\n" + nested.text();
+    } else {
+      out_ += indent_ + key + ": " + encode_value(field) + "  # " + doc + "\n";
+    }
   }
   const std::string& text() const { return out_; }
 

@@ -24,7 +24,8 @@ const std::set<std::string> kMetaKeys = {"architectures", "model_type", "id2labe
                                          "add_pooling_layer", "problem_type"};
 
 // Fields we add for ablations; written to config.json only when they differ from the official behaviour.
-const std::set<std::string> kExtensionKeys = {"use_rope", "use_abs_pos_embed", "use_mask_token", "rope_grid"};
+const std::set<std::string> kExtensionKeys = {"use_rope",  "use_abs_pos_embed", "use_mask_token",
+                                              "rope_grid", "use_cls_token",     "use_sincos_pos_embed"};
 
 std::string file_origin(const void* ctx, const std::string&) { return *static_cast<const std::string*>(ctx); }
 

@@ -16,7 +16,7 @@ Features extract_features(ViTNepaModel& model, DataLoader& loader) {
   while (auto batch = loader.next()) {
     if (batch->images.size(0) == 0) continue;  // a rank's share of the last, partial batch may be empty
     torch::Tensor h = model->forward(batch->images).last_hidden_state.to(torch::kFloat32);
-    mean.push_back(h.narrow(1, 1, h.size(1) - 1).mean(1).cpu());
+    mean.push_back(model->patch_tokens(h).mean(1).cpu());
     last.push_back(h.select(1, h.size(1) - 1).cpu());
     labels.push_back(batch->labels.cpu());
   }

@@ -95,7 +95,7 @@ void ViTNepaForImageClassificationImpl::train(bool on) {
 torch::Tensor ViTNepaForImageClassificationImpl::features(const torch::Tensor& pixel_values) {
   if (!probe) {
     torch::Tensor h = vit_nepa->forward(pixel_values).last_hidden_state;
-    return fc_norm->forward(h.narrow(1, 1, h.size(1) - 1).mean(1));
+    return fc_norm->forward(vit_nepa->patch_tokens(h).mean(1));
   }
   torch::Tensor tokens;
   {
@@ -113,7 +113,7 @@ torch::Tensor ViTNepaForImageClassificationImpl::features(const torch::Tensor& p
       }
       tokens = tokens / static_cast<double>(probe_blocks_);
     }
-    tokens = tokens.narrow(1, 1, tokens.size(1) - 1).to(torch::kFloat32);
+    tokens = vit_nepa->patch_tokens(tokens).to(torch::kFloat32);
   }
   return probe->forward(tokens);
 }

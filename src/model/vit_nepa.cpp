@@ -27,13 +27,15 @@ torch::Tensor NepaPatchEmbeddingsImpl::forward(const torch::Tensor& pixel_values
   return projection->forward(pixel_values).flatten(2).transpose(1, 2);
 }
 
-NepaEmbeddingsImpl::NepaEmbeddingsImpl(const ModelConfig& c) : dropout_(c.hidden_dropout_prob) {
-  cls_token = register_parameter("cls_token", torch::zeros({1, 1, c.hidden_size}));
+NepaEmbeddingsImpl::NepaEmbeddingsImpl(const ModelConfig& c)
+    : dropout_(c.hidden_dropout_prob), sincos_(c.use_sincos_pos_embed), patch_(c.patch_size) {
+  if (c.use_cls_token) cls_token = register_parameter("cls_token", torch::zeros({1, 1, c.hidden_size}));
   if (c.use_mask_token) mask_token = register_parameter("mask_token", torch::zeros({1, 1, c.hidden_size}));
   patch_embeddings = register_module("patch_embeddings", NepaPatchEmbeddings(c));
   if (c.use_abs_pos_embed) {
     int64_t n = (c.image_size / c.patch_size) * (c.image_size / c.patch_size);
-    position_embeddings = register_parameter("position_embeddings", torch::zeros({1, n + 1, c.hidden_size}));
+    position_embeddings =
+        register_parameter("position_embeddings", torch::zeros({1, n + (c.use_cls_token ? 1 : 0), c.hidden_size}));
   }
 }
 
@@ -41,9 +43,10 @@ NepaEmbeddingsImpl::Output NepaEmbeddingsImpl::forward(const torch::Tensor& pixe
                                                        const torch::Tensor& bool_masked_pos) {
   torch::Tensor patches = patch_embeddings->forward(pixel_values);
   int64_t b = patches.size(0);
-  torch::Tensor cls = cls_token.expand({b, 1, cls_token.size(2)}).to(patches.dtype());
+  // Without a CLS token (AIM) the sequence is the patches alone.
+  torch::Tensor cls = cls_token.defined() ? cls_token.expand({b, 1, cls_token.size(2)}).to(patches.dtype()) : torch::Tensor();
   Output out;
-  out.input_embedding = torch::cat({cls, patches}, 1);
+  out.input_embedding = cls.defined() ? torch::cat({cls, patches}, 1) : patches;
   torch::Tensor x = patches;
   if (bool_masked_pos.defined()) {
     if (!mask_token.defined())
@@ -54,7 +57,13 @@ NepaEmbeddingsImpl::Output NepaEmbeddingsImpl::forward(const torch::Tensor& pixe
     torch::Tensor m = bool_masked_pos.unsqueeze(-1).to(patches.dtype());
     x = patches * (1 - m) + mask_token.to(patches.dtype()) * m;
   }
-  x = torch::cat({cls, x}, 1);
+  if (sincos_) {
+    // AIM adds the fixed embedding to the patch tokens before the trunk (aim-v1/aim/v1/torch/layers.py,
+    // ViTPreprocessor.forward); a CLS token, if any, gets none (SinCosPosEmbed's zero row).
+    int64_t gh = pixel_values.size(2) / patch_, gw = pixel_values.size(3) / patch_;
+    x = x + sincos_pos_embed_2d(gh, gw, x.size(2), x.options());
+  }
+  if (cls.defined()) x = torch::cat({cls, x}, 1);
   if (position_embeddings.defined()) {
     if (position_embeddings.size(1) != x.size(1))
       throw std::invalid_argument("pixel_values " + shape_str(pixel_values) + " give " + std::to_string(x.size(1)) +
@@ -105,12 +114,14 @@ std::pair<torch::Tensor, torch::Tensor> NepaSelfAttentionImpl::project_qk(const 
   return {q, k};
 }
 
-torch::Tensor NepaSelfAttentionImpl::probabilities(const torch::Tensor& q, const torch::Tensor& k,
-                                                   bool causal) const {
+torch::Tensor NepaSelfAttentionImpl::probabilities(const torch::Tensor& q, const torch::Tensor& k, bool causal,
+                                                   const torch::Tensor& attn_mask) const {
   // Softmax in float32, as the release's eager attention computes it.
   torch::Tensor scores = torch::matmul(q.to(torch::kFloat32), k.to(torch::kFloat32).transpose(-1, -2)) /
                          std::sqrt(static_cast<double>(head_dim_));
-  if (causal) {
+  if (attn_mask.defined()) {
+    scores = scores.masked_fill(attn_mask.logical_not().unsqueeze(1), -std::numeric_limits<float>::infinity());
+  } else if (causal) {
     int64_t t = q.size(2);
     torch::Tensor mask = torch::ones({t, t}, torch::TensorOptions().dtype(torch::kBool).device(q.device())).triu(1);
     scores = scores.masked_fill(mask, -std::numeric_limits<float>::infinity());
@@ -127,16 +138,25 @@ torch::Tensor NepaSelfAttentionImpl::attention_probs(const torch::Tensor& x, con
 std::pair<torch::Tensor, torch::Tensor> NepaSelfAttentionImpl::forward(const torch::Tensor& x,
                                                                        const torch::Tensor& cos,
                                                                        const torch::Tensor& sin, bool causal,
-                                                                       bool need_probs) {
+                                                                       bool need_probs,
+                                                                       const torch::Tensor& attn_mask) {
   int64_t b = x.size(0), t = x.size(1);
   auto [q, k] = project_qk(x, cos, sin);
   torch::Tensor v = split_heads(value->forward(x));
   double p = is_training() ? dropout_ : 0.0;
   torch::Tensor context, probs;
-  if (!need_probs) {
+  if (!need_probs && attn_mask.defined()) {
+    if (attn_mask.dim() != 3 || attn_mask.size(0) != b || attn_mask.size(1) != t || attn_mask.size(2) != t ||
+        attn_mask.scalar_type() != torch::kBool)
+      throw std::invalid_argument("attn_mask has shape " + shape_str(attn_mask) + ", expected bool [" +
+                                  std::to_string(b) + ", " + std::to_string(t) + ", " + std::to_string(t) + "]");
+    // A boolean mask broadcast over the heads (true = attend), as the release's PrefixCausalAttention hands
+    // F.scaled_dot_product_attention (aim-v1/aim/v1/torch/layers.py).
+    context = torch::scaled_dot_product_attention(q.to(v.dtype()), k.to(v.dtype()), v, attn_mask.unsqueeze(1), p);
+  } else if (!need_probs) {
     context = torch::scaled_dot_product_attention(q.to(v.dtype()), k.to(v.dtype()), v, {}, p, causal);
   } else {
-    probs = probabilities(q, k, causal);
+    probs = probabilities(q, k, causal, attn_mask);
     context = torch::matmul(torch::dropout(probs, p, is_training()).to(v.dtype()), v);
   }
   return {context.transpose(1, 2).reshape({b, t, heads_ * head_dim_}), probs};
@@ -190,9 +210,9 @@ NepaLayerImpl::NepaLayerImpl(const ModelConfig& c, double drop_path_prob) : drop
 
 std::pair<torch::Tensor, torch::Tensor> NepaLayerImpl::forward(const torch::Tensor& h, const torch::Tensor& cos,
                                                                const torch::Tensor& sin, bool causal,
-                                                               bool need_probs) {
+                                                               bool need_probs, const torch::Tensor& attn_mask) {
   auto [context, probs] =
-      attention->attention->forward(layernorm_before->forward(h), cos, sin, causal, need_probs);
+      attention->attention->forward(layernorm_before->forward(h), cos, sin, causal, need_probs, attn_mask);
   torch::Tensor a = attention->output->forward(context);
   if (layer_scale) a = layer_scale->forward(a);
   torch::Tensor x = h + drop_path(a, drop_path_prob_, is_training());
@@ -235,7 +255,7 @@ void ViTNepaModelImpl::init_weights() {
       ls->reset_parameters();
     }
   }
-  trunc_normal_(embeddings->cls_token, std);
+  if (embeddings->cls_token.defined()) trunc_normal_(embeddings->cls_token, std);
   if (embeddings->position_embeddings.defined()) trunc_normal_(embeddings->position_embeddings, std);
   if (embeddings->mask_token.defined()) embeddings->mask_token.zero_();
 }
@@ -267,13 +287,29 @@ NepaOutputs ViTNepaModelImpl::forward(const torch::Tensor& pixel_values, const F
   torch::Tensor h = emb.embeddings;
   if (options.output_hidden_states) out.hidden_states.push_back(h);
   for (const auto& block : *encoder->layer) {
-    auto [next, probs] = block->as<NepaLayer>()->forward(h, cos, sin, c.is_causal, options.output_attentions);
+    auto [next, probs] =
+        block->as<NepaLayer>()->forward(h, cos, sin, c.is_causal, options.output_attentions, options.attn_mask);
     h = next;
     if (options.output_hidden_states) out.hidden_states.push_back(h);
     if (options.output_attentions) out.attentions.push_back(probs);
   }
   out.last_hidden_state = layernorm->forward(h);
   return out;
+}
+
+torch::Tensor sincos_pos_embed_2d(int64_t gh, int64_t gw, int64_t dim, const torch::TensorOptions& options) {
+  if (dim % 4 != 0) throw std::invalid_argument("sincos_pos_embed_2d: dim " + std::to_string(dim) + " is not a multiple of 4");
+  // In float64, then cast: the table is a constant, so its rounding should be the only one.
+  auto f64 = torch::TensorOptions().dtype(torch::kFloat64);
+  const int64_t quarter = dim / 4;
+  torch::Tensor omega = torch::pow(10000.0, -torch::arange(quarter, f64) / static_cast<double>(quarter));
+  torch::Tensor cols = torch::arange(gw, f64).repeat({gh});                       // x of row-major token r*gw + c
+  torch::Tensor rows = torch::arange(gh, f64).repeat_interleave(gw);              // y
+  auto axis = [&](const torch::Tensor& pos) {
+    torch::Tensor a = pos.unsqueeze(1) * omega.unsqueeze(0);
+    return torch::cat({a.sin(), a.cos()}, 1);
+  };
+  return torch::cat({axis(cols), axis(rows)}, 1).to(options);
 }
 
 int64_t count_parameters(const torch::nn::Module& module) {

@@ -2,6 +2,7 @@
 
 #include <stdexcept>
 
+#include "nepa/objective/aim.h"
 #include "nepa/objective/nepa_loss.h"
 
 namespace nepa {
@@ -10,6 +11,8 @@ std::unique_ptr<Objective> make_objective(const Config& config) {
   switch (objective_kind(config.objective.name)) {
     case ObjectiveKind::kNepa:
       return std::make_unique<NepaObjective>(config.objective, config.model);
+    case ObjectiveKind::kAim:
+      return std::make_unique<AimObjective>(config.objective.aim, config.model);
   }
   throw std::logic_error("make_objective: ObjectiveKind without a case");  // unreachable: the switch is exhaustive
 }

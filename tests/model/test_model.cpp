@@ -91,6 +91,23 @@ TEST(Model, ParameterNamesAreTheHuggingFaceNames) {
   EXPECT_TRUE(names2.count("embeddings.position_embeddings"));
 }
 
+// Pooled readouts (k-NN, probes, the fine-tuning head) average the patch tokens: behind the CLS token when the
+// model has one, the whole sequence when it has none (AIM's trunk), where dropping token 0 would lose a patch.
+TEST(Model, PatchTokensAreTheGridWithOrWithoutCls) {
+  for (const bool cls : {true, false}) {
+    ModelConfig c = test::tiny_model_config();
+    c.use_cls_token = cls;
+    ViTNepaModel m(c);
+    m->eval();
+    const int64_t n = (c.image_size / c.patch_size) * (c.image_size / c.patch_size);
+    const torch::Tensor h = m->forward(torch::randn({2, c.num_channels, c.image_size, c.image_size})).last_hidden_state;
+    ASSERT_EQ(h.size(1), n + (cls ? 1 : 0)) << "cls " << cls;
+    const torch::Tensor p = m->patch_tokens(h);
+    ASSERT_EQ(p.size(1), n) << "cls " << cls;
+    EXPECT_TRUE(torch::equal(p, h.narrow(1, h.size(1) - n, n))) << "cls " << cls;
+  }
+}
+
 TEST(Model, InitialisationFollowsTheSpec) {
   ModelConfig c = tiny();
   c.hidden_size = 256;

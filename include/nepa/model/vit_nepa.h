@@ -1,5 +1,6 @@
 // The NEPA backbone (NEPA-SPEC §1): a pre-norm ViT with QK-Norm, 2-D RoPE on the patch tokens, LayerScale
-// and causal attention. Submodules carry the Hugging Face names (NEPA-SPEC §7), so named_parameters()
+// and causal attention. The same trunk serves AIM (NEPA-SPEC §8) with two switches, no CLS token and fixed 2-D
+// sin-cos position embeddings, and an explicit attention mask (its prefix-causal one) in ForwardOptions. Submodules carry the Hugging Face names (NEPA-SPEC §7), so named_parameters()
 // equals the checkpoint keys without the `vit_nepa.` prefix.
 #pragma once
 
@@ -31,18 +32,20 @@ class NepaEmbeddingsImpl : public torch::nn::Module {
   explicit NepaEmbeddingsImpl(const ModelConfig& c);
   struct Output {
     torch::Tensor embeddings;       // what the encoder sees: masked, position-embedded, dropped out
-    torch::Tensor input_embedding;  // CLS + patch embeddings before any of that: the NEPA targets
+    torch::Tensor input_embedding;  // [CLS +] patch embeddings before any of that: the NEPA targets
   };
   // bool_masked_pos [B, N] (true = replace that patch by the mask token) is optional.
   Output forward(const torch::Tensor& pixel_values, const torch::Tensor& bool_masked_pos = {});
 
-  torch::Tensor cls_token;            // [1, 1, D]
+  torch::Tensor cls_token;            // [1, 1, D], only with use_cls_token
   torch::Tensor mask_token;           // [1, 1, D], only with use_mask_token
-  torch::Tensor position_embeddings;  // [1, 1+N, D], only with use_abs_pos_embed
+  torch::Tensor position_embeddings;  // [1, (1+)N, D], only with use_abs_pos_embed
   NepaPatchEmbeddings patch_embeddings{nullptr};
 
  private:
   double dropout_;
+  bool sincos_;
+  int64_t patch_;
 };
 TORCH_MODULE(NepaEmbeddings);
 
@@ -50,9 +53,12 @@ class NepaSelfAttentionImpl : public torch::nn::Module {
  public:
   explicit NepaSelfAttentionImpl(const ModelConfig& c);
   // x [B, T, D]; rope = (cos, sin) [N, d] applied to the last N tokens, or undefined tensors for none.
+  // attn_mask [B, T, T] bool (true = query may attend to key), when defined, replaces `causal` (AIM's
+  // prefix-causal mask); undefined, the path is exactly the causal / bidirectional one.
   // Returns the context [B, T, D] and, when need_probs, the attention probabilities [B, heads, T, T].
   std::pair<torch::Tensor, torch::Tensor> forward(const torch::Tensor& x, const torch::Tensor& cos,
-                                                  const torch::Tensor& sin, bool causal, bool need_probs);
+                                                  const torch::Tensor& sin, bool causal, bool need_probs,
+                                                  const torch::Tensor& attn_mask = {});
   // The probabilities softmax(q k^T / sqrt(d), causal mask) [B, heads, T, T] in float32 that forward attends
   // with, from the same q and k (projections, QK-Norm, RoPE): SDPA computes them but does not return them, and
   // the attention maps (eval/attention_maps.h) need one layer's without switching the model to the eager path.
@@ -67,7 +73,8 @@ class NepaSelfAttentionImpl : public torch::nn::Module {
   // q and k as attention compares them: split into heads, QK-Norm, RoPE on the last cos.size(0) tokens.
   std::pair<torch::Tensor, torch::Tensor> project_qk(const torch::Tensor& x, const torch::Tensor& cos,
                                                      const torch::Tensor& sin);
-  torch::Tensor probabilities(const torch::Tensor& q, const torch::Tensor& k, bool causal) const;
+  torch::Tensor probabilities(const torch::Tensor& q, const torch::Tensor& k, bool causal,
+                              const torch::Tensor& attn_mask = {}) const;
 
   int64_t heads_, head_dim_;
   double dropout_;
@@ -122,7 +129,8 @@ class NepaLayerImpl : public torch::nn::Module {
  public:
   NepaLayerImpl(const ModelConfig& c, double drop_path_prob);
   std::pair<torch::Tensor, torch::Tensor> forward(const torch::Tensor& h, const torch::Tensor& cos,
-                                                  const torch::Tensor& sin, bool causal, bool need_probs);
+                                                  const torch::Tensor& sin, bool causal, bool need_probs,
+                                                  const torch::Tensor& attn_mask = {});
 
   LayerNorm layernorm_before{nullptr};
   NepaAttention attention{nullptr};
@@ -147,11 +155,12 @@ struct ForwardOptions {
   torch::Tensor bool_masked_pos;   // [B, N] bool, optional: input-embedding masking
   bool output_hidden_states = false;
   bool output_attentions = false;  // forces the eager attention path
+  torch::Tensor attn_mask;         // [B, T, T] bool, optional: true = may attend; replaces is_causal (AIM)
 };
 
 struct NepaOutputs {
   torch::Tensor last_hidden_state;          // [B, T, D] after the final LayerNorm
-  torch::Tensor input_embedding;            // [B, T, D] clean CLS + patch embeddings (NEPA targets)
+  torch::Tensor input_embedding;            // [B, T, D] clean [CLS +] patch embeddings (NEPA targets)
   std::vector<torch::Tensor> hidden_states; // embeddings output, then every block's output (L+1 tensors)
   std::vector<torch::Tensor> attentions;    // per block [B, heads, T, T]
 };
@@ -168,6 +177,13 @@ class ViTNepaModelImpl : public torch::nn::Module {
   // mode each call draws a new coordinate augmentation.
   std::pair<torch::Tensor, torch::Tensor> rope_tables(int64_t gh, int64_t gw, const torch::Device& device);
   const ModelConfig& config() const { return config_; }
+  // The patch tokens of a [B, T, D] sequence this model produced: without the CLS token in front, when the model
+  // has one (NEPA), the whole sequence when it has none (AIM's trunk). Pooled readouts (k-NN, probes, the
+  // fine-tuning head) average these.
+  torch::Tensor patch_tokens(const torch::Tensor& tokens) const {
+    const int64_t prefix = config_.use_cls_token ? 1 : 0;
+    return tokens.narrow(1, prefix, tokens.size(1) - prefix);
+  }
   // Re-draws every weight as the release initialises it (NEPA-SPEC §1 "Init"); seeded by the global generator.
   void init_weights();
 
@@ -179,6 +195,11 @@ class ViTNepaModelImpl : public torch::nn::Module {
   ModelConfig config_;
 };
 TORCH_MODULE(ViTNepaModel);
+
+// The fixed 2-D sin-cos position embedding [gh * gw, dim] of a row-major patch grid, as AIM's SinCosPosEmbed
+// (aim-v1/aim/v1/torch/layers.py, from MAE's pos_embed.py): per token [sin(x w), cos(x w), sin(y w), cos(y w)]
+// with x the column, y the row and w_i = 10000^(-i / (dim / 4)), i < dim / 4. dim must be a multiple of 4.
+torch::Tensor sincos_pos_embed_2d(int64_t gh, int64_t gw, int64_t dim, const torch::TensorOptions& options);
 
 // Number of parameters (all of them, trainable or not).
 int64_t count_parameters(const torch::nn::Module& module);
