@@ -15,9 +15,10 @@ def cell(p):
     if p["n"] == 0:
         return "—"
     if p["n"] == 1:
-        return f"{p['mean']:.2f} (n=1)"
-    digits = 4 if abs(p["mean"]) < 1 else 2
-    return f"{p['mean']:.{digits}f} ± {p['std']:.{digits}f} (n={p['n']})"
+        return f"{p['mean']:.3g} (n=1)" if abs(p["mean"]) < 1 else f"{p['mean']:.2f} (n=1)"
+    if abs(p["mean"]) < 1:  # pred_std and the like: significant digits, so that a collapse does not read as 0
+        return f"{p['mean']:.3g} ± {p['std']:.2g} (n={p['n']})"
+    return f"{p['mean']:.2f} ± {p['std']:.2f} (n={p['n']})"
 
 
 def table(summary):
