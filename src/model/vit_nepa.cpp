@@ -39,6 +39,19 @@ NepaEmbeddingsImpl::NepaEmbeddingsImpl(const ModelConfig& c)
   }
 }
 
+const torch::Tensor& NepaEmbeddingsImpl::sincos_table(int64_t gh, int64_t gw, int64_t dim,
+                                                     const torch::TensorOptions& options) {
+  const bool fits = sincos_table_.defined() && sincos_gh_ == gh && sincos_gw_ == gw && sincos_table_.size(1) == dim &&
+                    sincos_table_.device() == options.device() &&
+                    sincos_table_.scalar_type() == c10::typeMetaToScalarType(options.dtype());
+  if (!fits) {
+    sincos_table_ = sincos_pos_embed_2d(gh, gw, dim, options);
+    sincos_gh_ = gh;
+    sincos_gw_ = gw;
+  }
+  return sincos_table_;
+}
+
 NepaEmbeddingsImpl::Output NepaEmbeddingsImpl::forward(const torch::Tensor& pixel_values,
                                                        const torch::Tensor& bool_masked_pos) {
   torch::Tensor patches = patch_embeddings->forward(pixel_values);
@@ -61,7 +74,7 @@ NepaEmbeddingsImpl::Output NepaEmbeddingsImpl::forward(const torch::Tensor& pixe
     // AIM adds the fixed embedding to the patch tokens before the trunk (aim-v1/aim/v1/torch/layers.py,
     // ViTPreprocessor.forward); a CLS token, if any, gets none (SinCosPosEmbed's zero row).
     int64_t gh = pixel_values.size(2) / patch_, gw = pixel_values.size(3) / patch_;
-    x = x + sincos_pos_embed_2d(gh, gw, x.size(2), x.options());
+    x = x + sincos_table(gh, gw, x.size(2), x.options());
   }
   if (cls.defined()) x = torch::cat({cls, x}, 1);
   if (position_embeddings.defined()) {

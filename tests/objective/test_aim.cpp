@@ -143,6 +143,22 @@ TEST(AimTargets, PatchOrderAndPerPatchNormalisationByHand) {
   EXPECT_EQ(normalized_patch_targets(torch::full({1, 1, 4}, 3.0), 1e-6).abs().max().item<double>(), 0.0);
 }
 
+// The table is made once per grid and kept: a second grid of the same token count (6x4 after 4x6) gets its own
+// table, and the first grid's comes back when its images return.
+TEST(AimTrunk, SinCosTableFollowsTheGrid) {
+  Config c = aim_config();
+  ViTNepaModel trunk(c.model);
+  trunk->eval();
+  torch::NoGradGuard no_grad;
+  for (const auto& [h, w] : std::vector<std::pair<int64_t, int64_t>>{{16, 24}, {24, 16}, {16, 24}}) {
+    const torch::Tensor x = torch::randn({2, c.model.num_channels, h, w});
+    const torch::Tensor added = trunk->embeddings->forward(x).embeddings - trunk->embeddings->patch_embeddings->forward(x);
+    const torch::Tensor expected =
+        sincos_pos_embed_2d(h / 4, w / 4, c.model.hidden_size, torch::TensorOptions()).unsqueeze(0).expand_as(added);
+    EXPECT_LE((added - expected).abs().max().item<double>(), 1e-6) << h << "x" << w;
+  }
+}
+
 TEST(AimTrunk, SinCosTableByHandAndNoClsToken) {
   torch::Tensor e = sincos_pos_embed_2d(2, 3, 8, torch::TensorOptions().dtype(torch::kFloat64));
   ASSERT_EQ(e.sizes(), (std::vector<int64_t>{6, 8}));

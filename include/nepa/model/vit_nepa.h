@@ -43,9 +43,15 @@ class NepaEmbeddingsImpl : public torch::nn::Module {
   NepaPatchEmbeddings patch_embeddings{nullptr};
 
  private:
+  // The fixed sin-cos table for this grid, device and dtype, made once: it is a constant, and a table computed
+  // on the host every forward would be a blocking copy to the GPU on every step.
+  const torch::Tensor& sincos_table(int64_t gh, int64_t gw, int64_t dim, const torch::TensorOptions& options);
+
   double dropout_;
   bool sincos_;
   int64_t patch_;
+  torch::Tensor sincos_table_;  // not a buffer: no checkpoint tensor, as the release keeps none
+  int64_t sincos_gh_ = 0, sincos_gw_ = 0;  // its grid (a 4x6 and a 6x4 grid have tables of one shape)
 };
 TORCH_MODULE(NepaEmbeddings);
 
