@@ -1,6 +1,7 @@
 """Multi-process nepa_pretrain on Gloo over loopback (run by ctest).
 
-1. torchrun --no-python with 2 processes x micro-batch 8 equals 1 process x micro-batch 16 on the same samples:
+1. torchrun --no-python with 2 processes x micro-batch 8 equals 1 process x micro-batch 16 on the same samples
+   (NEPA, and AIM with its pixel head and prefix-causal mask):
    per-step losses, final weights and their EMA within 1e-6; the same with gradient accumulation (total batch 32).
    Gradient clipping is on at a norm every step exceeds, so this also shows that the ranks clip the averaged
    gradient (clipping each rank's own gradient would give other weights).
@@ -102,6 +103,30 @@ def compare(a, b, what):
           f"max |weight diff| {dw:.2e} (weights and EMA), pre-clip grad norm {min(gnorms):.3f}..{max(gnorms):.3f}")
     check(dl <= 1e-6 and dw <= 1e-6, f"{what}: 2 processes differ from 1 process")
 
+AIM_SETS = ["objective.name=aim", "objective.aim.prefix_min=6", "objective.aim.prefix_max=6",
+            "objective.aim.head_blocks=1", "objective.aim.head_width=16", "model.use_cls_token=false",
+            "model.use_sincos_pos_embed=true", "model.use_rope=false", "model.qk_norm=false", "model.is_causal=false"]
+
+
+def one_vs_two(exe, cfg, work, what, total, micro2, sets, torchrun):
+    """1 process x micro-batch 2 * micro2 vs 2 processes x micro2 at train.total_batch `total`."""
+    tag = what.replace(" ", "_").replace(",", "")
+    one, two = os.path.join(work, f"one_{tag}"), os.path.join(work, f"two_{tag}")
+    single(exe, cfg, one, f"train.total_batch={total}", f"train.micro_batch={2 * micro2}", *sets)
+    args = ["--config", cfg, "--output-dir", two, "--set", f"train.total_batch={total}",
+            "--set", f"train.micro_batch={micro2}"] + [a for s in sets for a in ("--set", s)]
+    if os.path.exists(torchrun):
+        r = subprocess.run([torchrun, "--no-python", "--nproc_per_node", "2", "--master_port", str(free_port()),
+                            exe] + args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=300)
+        check(r.returncode == 0, f"torchrun run failed:\n{r.stdout}")
+        out = r.stdout
+    else:
+        codes, outs = finish(spawn_ranks(exe, args, 2), 300)
+        check(codes == [0, 0], f"2-process run failed: {codes}\n{outs}")
+        out = outs[0]
+    check("data parallel: 2 processes (gloo)" in out, "no data-parallel line:\n" + out)
+    compare(one, two, f"{what}: 1 x {2 * micro2} vs 2 x {micro2}")
+
 
 def stop_2proc(exe, cfg, run, sets):
     """Starts 2 ranks, sends both SIGTERM after 20 logged steps; returns the step they stopped at."""
@@ -132,21 +157,13 @@ def main():
 
     # ---- 1. 2 processes = 1 process with the whole batch, with and without accumulation -------------------
     for total, micro2 in ((16, 8), (32, 8)):
-        one, two = os.path.join(work, f"one_{total}"), os.path.join(work, f"two_{total}")
-        single(exe, cfg, one, f"train.total_batch={total}", f"train.micro_batch={2 * micro2}")
-        args = ["--config", cfg, "--output-dir", two, "--set", f"train.total_batch={total}",
-                "--set", f"train.micro_batch={micro2}"]
-        if os.path.exists(torchrun):
-            r = subprocess.run([torchrun, "--no-python", "--nproc_per_node", "2", "--master_port", str(free_port()),
-                                exe] + args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=300)
-            check(r.returncode == 0, f"torchrun run failed:\n{r.stdout}")
-            out = r.stdout
-        else:
-            codes, outs = finish(spawn_ranks(exe, args, 2), 300)
-            check(codes == [0, 0], f"2-process run failed: {codes}\n{outs}")
-            out = outs[0]
-        check("data parallel: 2 processes (gloo)" in out, "no data-parallel line:\n" + out)
-        compare(one, two, f"total batch {total}: 1 x {2 * micro2} vs 2 x {micro2}")
+        one_vs_two(exe, cfg, work, f"total batch {total}", total, micro2, [], torchrun)
+
+    # ---- 1b. the same for AIM: its pixel head's gradients travel in the buckets, the prefix-causal mask is on.
+    # The prefix is fixed (prefix_min = prefix_max) because each rank draws its own, and the loss is a mean over
+    # the predicted patches of each rank's images: only with equal counts does the average of the ranks' means
+    # equal the mean over the whole batch (as in any data-parallel AIM, the release's included).
+    one_vs_two(exe, cfg, work, "AIM, total batch 16", 16, 8, AIM_SETS, torchrun)
 
     # ---- 2. SIGTERM to both ranks, then resume with 2 processes (model randomness on) ---------------------
     long_sets = ["--set", "schedule.max_steps=300", "--set", "train.micro_batch=8"]
