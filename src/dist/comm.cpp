@@ -262,36 +262,8 @@ void Comm::report_failure(const std::string& what) noexcept {
 }
 
 void Comm::wait_for(Pending::Impl& p) const {
-  using Clock = std::chrono::steady_clock;
-  const auto start = Clock::now();
-  // A peer's report is looked for once a second: a failed rank ends the others in about a second, and a healthy
-  // wait (gradient buckets: milliseconds) never touches the store.
-  const auto check_every = std::min<std::chrono::milliseconds>(std::chrono::seconds(1), timeout_ / 4);
-  auto next_check = start + check_every;
+  poll_until([&] { return p.work->isCompleted(); }, p.op);
   try {
-    for (int polls = 0; !p.work->isCompleted(); ++polls) {
-      const auto now = Clock::now();
-      if (now - start >= timeout_)
-        fail(p.op, cat("no result within dist.timeout_s = ", timeout_.count() / 1000.0, " s"), /*timed_out=*/true);
-      if (now >= next_check) {
-        int64_t failures = 0;
-        // A store that went with rank 0 makes TCPStore log a stack trace before it throws: muted for this call
-        // (once a second), since the throw is reported below in one line.
-        const int log_level = FLAGS_caffe2_log_level;
-        FLAGS_caffe2_log_level = std::max(log_level, 2);
-        try {
-          failures = impl_->store->add(kFailureCount, 0);
-        } catch (const std::exception& e) {
-          fail(p.op, cat("the rendezvous store stopped answering: ", message_of(e)));
-        }
-        FLAGS_caffe2_log_level = log_level;
-        if (failures > 0) fail(p.op, "a peer saw the group fail");
-        next_check = now + check_every;
-      }
-      // Spin briefly (small collectives finish in microseconds), then sleep in short slices.
-      if (polls < 64) std::this_thread::yield();
-      else std::this_thread::sleep_for(std::chrono::microseconds(50));
-    }
     // Rethrows the work's error; on NCCL it also makes the current stream wait for the collective.
     p.work->wait();
   } catch (const DistError&) {
@@ -301,10 +273,69 @@ void Comm::wait_for(Pending::Impl& p) const {
   }
 }
 
+void Comm::poll_until(const std::function<bool()>& done, const char* op) const {
+  if (!impl_ || !impl_->store) {  // a world of one: nobody to watch
+    for (int polls = 0; !done(); ++polls)
+      if (polls < 64) std::this_thread::yield();
+      else std::this_thread::sleep_for(std::chrono::microseconds(50));
+    return;
+  }
+  using Clock = std::chrono::steady_clock;
+  const auto start = Clock::now();
+  // A peer's report is looked for once a second: a failed rank ends the others in about a second, and a healthy
+  // wait (gradient buckets: milliseconds) never touches the store.
+  const auto check_every = std::min<std::chrono::milliseconds>(std::chrono::seconds(1), timeout_ / 4);
+  auto next_check = start + check_every;
+  try {
+    for (int polls = 0; !done(); ++polls) {
+      const auto now = Clock::now();
+      if (now - start >= timeout_)
+        fail(op, cat("no result within dist.timeout_s = ", timeout_.count() / 1000.0, " s"), /*timed_out=*/true);
+      if (now >= next_check) {
+        int64_t failures = 0;
+        // A store that went with rank 0 makes TCPStore log a stack trace before it throws: muted for this call
+        // (once a second), since the throw is reported below in one line.
+        const int log_level = FLAGS_caffe2_log_level;
+        FLAGS_caffe2_log_level = std::max(log_level, 2);
+        try {
+          failures = impl_->store->add(kFailureCount, 0);
+        } catch (const std::exception& e) {
+          fail(op, cat("the rendezvous store stopped answering: ", message_of(e)));
+        }
+        FLAGS_caffe2_log_level = log_level;
+        if (failures > 0) fail(op, "a peer saw the group fail");
+        next_check = now + check_every;
+      }
+      // Spin briefly (small collectives finish in microseconds), then sleep in short slices.
+      if (polls < 64) std::this_thread::yield();
+      else std::this_thread::sleep_for(std::chrono::microseconds(50));
+    }
+  } catch (const DistError&) {
+    throw;
+  } catch (const std::exception& e) {
+    fail(op, message_of(e));
+  }
+}
+
 void Comm::Pending::wait() {
   if (!impl_) return;
   auto impl = std::move(impl_);
   impl->comm->wait_for(*impl);
+}
+
+void Comm::Pending::order() {
+  if (!impl_) return;
+  auto impl = std::move(impl_);
+  impl->comm->order_after(*impl);
+}
+
+void Comm::order_after(Pending::Impl& p) const {
+  if (backend_ != "nccl") return wait_for(p);
+  try {
+    p.work->wait();  // without TORCH_NCCL_BLOCKING_WAIT: the current stream waits for NCCL's, the host does not
+  } catch (const std::exception& e) {
+    fail(p.op, message_of(e));
+  }
 }
 
 Comm::Pending Comm::all_reduce_async(const torch::Tensor& tensor) {

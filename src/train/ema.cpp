@@ -5,6 +5,7 @@
 #include <fmt/format.h>
 #include <torch/torch.h>
 
+#include <set>
 #include <stdexcept>
 
 #include "nepa/io/hf_checkpoint.h"
@@ -13,29 +14,41 @@ namespace nepa {
 
 Ema::Ema(const torch::nn::Module& module, double decay) : decay_(decay) {
   torch::NoGradGuard no_grad;
+  // A tensor is a parameter when the module lists it as one (by storage: state_dict names parameters and buffers
+  // alike).
+  std::set<const void*> parameters;
+  for (const auto& p : module.parameters(/*recurse=*/true)) parameters.insert(p.unsafeGetTensorImpl());
   for (const auto& [name, t] : state_dict(module)) {
     names_.push_back(name);
     tracked_.push_back(t);
     shadow_.push_back(t.is_floating_point() ? t.detach().to(torch::kFloat32).clone() : t.detach().clone());
+    Half& half = halves_[parameters.count(t.unsafeGetTensorImpl()) ? 1 : 0];
+    half.all.push_back(names_.size() - 1);
     if (t.scalar_type() == torch::kFloat32) {
-      float_src_.push_back(t);
-      float_dst_.push_back(shadow_.back());
+      half.float_src.push_back(t);
+      half.float_dst.push_back(shadow_.back());
     } else {
-      others_.push_back(names_.size() - 1);
+      half.others.push_back(names_.size() - 1);
     }
   }
 }
 
-void Ema::update(int64_t step) {
+void Ema::update_buffers(int64_t step) { update_half(halves_[0], step); }
+
+void Ema::update_parameters(int64_t step) { update_half(halves_[1], step); }
+
+void Ema::update_half(const Half& half, int64_t step) {
   torch::NoGradGuard no_grad;
   if (step <= 1) {
-    for (size_t i = 0; i < shadow_.size(); ++i) shadow_[i].copy_(tracked_[i]);
+    for (size_t i : half.all) shadow_[i].copy_(tracked_[i]);
     return;
   }
   // One launch per op for all float32 tensors (the weights); anything else, one by one.
-  at::_foreach_mul_(float_dst_, decay_);
-  at::_foreach_add_(float_dst_, float_src_, 1.0 - decay_);
-  for (size_t i : others_) {
+  if (!half.float_dst.empty()) {
+    at::_foreach_mul_(half.float_dst, decay_);
+    at::_foreach_add_(half.float_dst, half.float_src, 1.0 - decay_);
+  }
+  for (size_t i : half.others) {
     const torch::Tensor& t = tracked_[i];
     if (t.is_floating_point()) shadow_[i].mul_(decay_).add_(t.to(torch::kFloat32), 1.0 - decay_);
     else shadow_[i].copy_(t);

@@ -46,15 +46,18 @@ AdamW::AdamW(const std::vector<ParamGroup>& groups, const OptimConfig& config)
   }
 }
 
-void AdamW::step() {
+void AdamW::step(const torch::Tensor& found_inf) {
   torch::NoGradGuard no_grad;
+  last_step_.clear();
   for (size_t gi = 0; gi < groups_.size(); ++gi) {
     Group& g = groups_[gi];
     std::vector<torch::Tensor> params, grads, exp_avgs, exp_avg_sqs, steps;
     for (size_t i = 0; i < g.params.size(); ++i) {
       const torch::Tensor& p = g.params[i];
       if (!p.grad().defined()) continue;
-      if (!g.state[i]) set_state(gi, i, torch::zeros_like(p), torch::zeros_like(p), 0);
+      const bool created = !g.state[i];
+      if (created) set_state(gi, i, torch::zeros_like(p), torch::zeros_like(p), 0);
+      last_step_.push_back({gi, i, created});
       ParamState& s = *g.state[i];
       ++s.steps;
       params.push_back(p);
@@ -68,8 +71,23 @@ void AdamW::step() {
     // correction; weight decay is decoupled (p *= 1 - lr * wd) inside the kernel.
     at::_foreach_add_(steps, 1);
     at::_fused_adamw_(params, grads, exp_avgs, exp_avg_sqs, /*max_exp_avg_sqs=*/{}, steps, g.lr, beta1_, beta2_,
-                      g.weight_decay, eps_, /*amsgrad=*/false, /*maximize=*/false);
+                      g.weight_decay, eps_, /*amsgrad=*/false, /*maximize=*/false, /*grad_scale=*/{},
+                      found_inf.defined() ? std::optional<torch::Tensor>(found_inf) : std::nullopt);
   }
+}
+
+void AdamW::undo_skipped_step() {
+  torch::NoGradGuard no_grad;
+  for (const Stepped& s : last_step_) {
+    auto& state = groups_[s.group].state[s.index];
+    if (s.created) {
+      state.reset();
+    } else {
+      --state->steps;
+      state->step.fill_(static_cast<double>(state->steps));
+    }
+  }
+  last_step_.clear();
 }
 
 void AdamW::zero_grad() {

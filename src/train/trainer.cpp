@@ -4,6 +4,7 @@
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 #include <sched.h>
+#include <sys/resource.h>
 #include <spdlog/spdlog.h>
 #include <torch/torch.h>
 
@@ -20,6 +21,7 @@
 #include "nepa/io/atomic_file.h"
 #include "nepa/train/autocast.h"
 #include "nepa/train/checkpoint.h"
+#include "nepa/train/readback.h"
 #include "nepa/train/signals.h"
 
 namespace nepa {
@@ -30,6 +32,14 @@ namespace {
 using Clock = std::chrono::steady_clock;
 
 double seconds_since(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
+
+// This process's peak resident memory so far (Linux reports ru_maxrss in KiB), for the metrics: what a run costs
+// in host memory, next to its img/s.
+double peak_rss_mb() {
+  rusage usage{};
+  getrusage(RUSAGE_SELF, &usage);
+  return static_cast<double>(usage.ru_maxrss) / 1024.0;
+}
 
 std::string format_duration(double seconds) {
   auto s = static_cast<int64_t>(std::max(0.0, seconds));
@@ -275,8 +285,13 @@ TrainResult train(const Config& cfg, TrainTask& task, DataLoader& loader, const 
   for (const auto& b : task.module().buffers()) replicated.push_back(b);
   dist::broadcast_module_state(comm, replicated);
   std::vector<torch::Tensor> trained;
-  for (const auto& p : all_params)
-    if (p.requires_grad()) trained.push_back(p);
+  std::vector<std::string> trained_names;
+  for (const auto& g : groups)
+    for (size_t i = 0; i < g.params.size(); ++i)
+      if (g.params[i].requires_grad()) {
+        trained.push_back(g.params[i]);
+        trained_names.push_back(i < g.param_names.size() ? g.param_names[i] : g.name + "[" + std::to_string(i) + "]");
+      }
   dist::GradSync grad_sync(comm, trained, cfg.dist.bucket_mb);
 
   const bool autocast = cfg.train.precision == "bf16";
@@ -319,15 +334,99 @@ TrainResult train(const Config& cfg, TrainTask& task, DataLoader& loader, const 
   };
 
   // A stop every rank has agreed on (a signal reaches the ranks at different moments): one small all-reduce.
+  // Asked before the first step and between the micro-batches of an accumulated step (not in a GPU group); at
+  // step ends the stop flag travels with the step's figures.
   auto agreed_stop = [&]() {
     if (world_size == 1) return stop_requested() != 0;
     return comm.all_reduce(std::vector<double>{stop_requested() ? 1.0 : 0.0})[0] > 0;
   };
-  // Saves `state` (unless nothing was trained: there is nothing to resume then) and ends the run as interrupted;
-  // rank 0's checkpoint is on disk before any rank reports success.
+
+  // ---- a step's figures, read one step late ------------------------------------------------------------------
+  // Each step leaves its figures on the device: loss, metrics, the gradient norm, whether its update was skipped
+  // and (in a group) whether any rank was asked to stop, reduced over the ranks there. The host reads them one
+  // step later, once the next step's forward and backward are queued, or at once where it must act on them
+  // (before a checkpoint, an evaluation, a stop, the end): so the device never waits for the host, and the one
+  // host read per step is of work already done. A non-finite loss or gradient norm skips the update on the device
+  // (the fused AdamW's found_inf); the EMA takes a step only once it is known to be good. A bad step is thus found
+  // with the parameters, moments and EMA of the step before it, which is what is saved.
+  struct Interval {  // the progress line's rates, measured when the step was queued
+    double img_s = 0, data_share = 0, comm_share = -1, eta_s = 0, peak_rss_mb = 0;
+  };
+  struct Unsettled {
+    TrainState before, after;
+    std::map<std::string, torch::Tensor> generators_before;
+    std::unique_ptr<Readback> figures;  // [loss, metrics..., grad norm, skipped, stop, (group) per-parameter ranks]
+    double lr = 0;
+    bool log = false;
+    Interval interval;
+  };
+  std::optional<Unsettled> unsettled;
+  std::vector<std::string> metric_names;  // the task's metrics, in figure order
+  // Acts on the figures of the unsettled step: logs them, takes the EMA step, and when they are not finite
+  // rewinds to the state before that step, saves it and throws TrainingDiverged. Returns whether the ranks agreed
+  // to stop after it (always false for one process, which stops on its own signal).
+  auto settle = [&]() -> bool {
+    if (!unsettled) return false;
+    Unsettled u = std::move(*unsettled);
+    unsettled.reset();
+    const std::vector<double> v =
+        world_size > 1 ? u.figures->get([&](const std::function<bool()>& done) { comm.poll_until(done, "step figures"); })
+                       : u.figures->get();
+    const size_t k = metric_names.size();
+    const double loss = v[0], gnorm = v[k + 1];
+    if (v[k + 2] > 0) {
+      // The update was skipped on the device; no optimizer step has run since (settle() always comes first).
+      optimizer->undo_skipped_step();
+      optimizer->zero_grad();
+      state = u.before;
+      set_generator_states(u.generators_before, comm.rank(), device);
+      // Every rank waits for rank 0's checkpoint, as on a signal: a rank that exited at once would have the
+      // launcher kill rank 0 in the middle of writing it.
+      save();
+      comm.barrier();
+      throw TrainingDiverged(fmt::format("{} is {} at step {} (epoch {}); the last good state (step {}) is saved in {}",
+                                         std::isfinite(loss) ? "the gradient norm" : "loss",
+                                         std::isfinite(loss) ? gnorm : loss, u.after.step, u.after.epoch,
+                                         u.before.step, result.checkpoint));
+    }
+    if (world_size > 1)
+      if (const auto i = grad_sync.first_untrained(std::vector<double>(v.begin() + static_cast<int64_t>(k) + 4, v.end())))
+        throw dist::DistError(fmt::format("data parallel: no rank produced a gradient for {} at step {}, though one did "
+                                          "at the run's first step: the set of trained parameters may not change "
+                                          "during a run (freeze a parameter with requires_grad false)",
+                                          trained_names.at(*i), u.after.step));
+    if (ema) ema->update_parameters(u.after.step);
+    if (u.log) {
+      std::vector<std::pair<std::string, double>> values = {{"epoch", static_cast<double>(u.after.epoch)},
+                                                             {"loss", loss}};
+      std::string extras;
+      for (size_t i = 0; i < k; ++i) {
+        values.emplace_back(metric_names[i], v[1 + i]);
+        extras += fmt::format(" {} {:.4f}", metric_names[i], v[1 + i]);
+      }
+      values.insert(values.end(), {{"lr", u.lr}, {"grad_norm", gnorm}, {"img_per_s", u.interval.img_s},
+                                   {"data_wait", u.interval.data_share}, {"peak_rss_mb", u.interval.peak_rss_mb}});
+      std::string comm_share;
+      if (u.interval.comm_share >= 0) {
+        values.emplace_back("comm_wait", u.interval.comm_share);
+        comm_share = fmt::format(" comm {:.0f}%", 100.0 * u.interval.comm_share);
+      }
+      spdlog::info("step {}/{} ep {} loss {:.4f}{} lr {:.3e} gnorm {:.3f} {:.0f} img/s data {:.0f}%{} ETA {}",
+                   u.after.step, steps, u.after.epoch, loss, extras, u.lr, gnorm, u.interval.img_s,
+                   100.0 * u.interval.data_share, comm_share, format_duration(u.interval.eta_s));
+      metrics.write("train", u.after.step, values);
+      result.last_metrics.clear();
+      for (const auto& val : values) result.last_metrics[val.first] = val.second;
+    }
+    return world_size > 1 && v[k + 3] > 0;
+  };
+
+  // Settles the last step, saves `state` (unless nothing was trained: there is nothing to resume then) and ends
+  // the run as interrupted; rank 0's checkpoint is on disk before any rank reports success.
   auto stop_run = [&](const std::string& where) {
     const int sig = stop_requested();
     spdlog::warn("{} received: {}", sig ? signal_name(sig) : "stop (from another rank)", where);
+    settle();
     if (state.step > 0 && result.checkpoint != checkpoints.path_for_step(state.step)) save();
     clear_stop_request();
     comm.barrier();
@@ -351,7 +450,7 @@ TrainResult train(const Config& cfg, TrainTask& task, DataLoader& loader, const 
   int64_t interval_images = 0, interval_steps = 0;
   while (state.step < steps) {
     const TrainState before = state;
-    // A step that does not complete (a stop between micro-batches, a non-finite loss) is saved as it stood
+    // A step that does not complete (a stop between micro-batches or after the step before) is saved as it stood
     // before it, generators included, so that the resumed run redoes it exactly.
     const auto generators_before = generator_states(comm.rank(), device);
     auto rewind = [&]() {
@@ -359,8 +458,7 @@ TrainResult train(const Config& cfg, TrainTask& task, DataLoader& loader, const 
       state = before;
       set_generator_states(generators_before, comm.rank(), device);
     };
-    // Summed on the device; read back once per step (a host sync per step is cheap next to a NEPA step).
-    std::vector<std::pair<std::string, torch::Tensor>> sums;
+    std::vector<std::pair<std::string, torch::Tensor>> sums;  // summed on the device
     torch::Tensor loss_sum;
     for (int64_t micro = 0; micro < accum; ++micro) {
       auto wait_start = Clock::now();
@@ -388,8 +486,10 @@ TrainResult train(const Config& cfg, TrainTask& task, DataLoader& loader, const 
       else
         for (size_t i = 0; i < out.metrics.size() && i < sums.size(); ++i) sums[i].second += out.metrics[i].second;
       interval_images += batch->images.size(0) * world_size;
-      // With accumulation a step can take minutes: a stop does not wait for it, the partial step is dropped.
-      if (micro + 1 < accum && agreed_stop()) {
+      // With accumulation a step can take minutes: a stop does not wait for it, the partial step is dropped. Not
+      // in a GPU group, where agreeing would make the host wait for the device every micro-batch: there the stop
+      // flag travels with the step's figures (read one step later).
+      if (micro + 1 < accum && !(world_size > 1 && device_type == c10::DeviceType::CUDA) && agreed_stop()) {
         rewind();
         return stop_run(fmt::format("stopping within step {} (after micro-batch {} of {}; the step is dropped and "
                                     "redone on resume)", before.step + 1, micro + 1, accum));
@@ -397,36 +497,38 @@ TrainResult train(const Config& cfg, TrainTask& task, DataLoader& loader, const 
     }
     grad_sync.finish();
     interval_comm_wait += grad_sync.last_wait_seconds();
-    // On the averaged gradient, once per optimizer step, as the HF Trainer clips (max_grad_norm). The norm is
-    // measured even without clipping: it is logged, and a non-finite one stops the run like a non-finite loss.
-    torch::Tensor gnorm_t = clip_grad_norm(all_params, cfg.optim.grad_clip);
-
-    // One small all-reduce per step makes the loss, the metrics and the decisions to stop global: every rank
-    // takes the same branch below, so none is left waiting in a collective the others skipped.
-    std::vector<double> step_values = {loss_sum.item<double>() / static_cast<double>(accum)};
-    for (const auto& [k, v] : sums) step_values.push_back(v.item<double>() / static_cast<double>(accum));
-    const double gnorm = gnorm_t.item<double>();  // the pre-clip norm, as HF logs it; equal on every rank
-    step_values.push_back(std::isfinite(gnorm) ? 0.0 : 1.0);
-    step_values.push_back(stop_requested() ? 1.0 : 0.0);
-    if (world_size > 1) {
-      step_values = comm.all_reduce(step_values);
-      for (size_t i = 0; i + 2 < step_values.size(); ++i) step_values[i] /= world_size;
-    }
-    const double loss = step_values[0];
-    const bool bad_grad = step_values[step_values.size() - 2] > 0;
-    const bool stop_agreed = step_values.back() > 0;
-    if (!std::isfinite(loss) || bad_grad) {
-      // Parameters, moments and the EMA are still those of the last good step: save them, then stop. Every rank
-      // waits for rank 0's checkpoint, as on a signal: a rank that exited at once would have the launcher kill
-      // rank 0 in the middle of writing it.
+    if (metric_names.empty())
+      for (const auto& [name, sum] : sums) metric_names.push_back(name);
+    // The step before, now that this one's backward is queued behind it.
+    if (settle()) {
       rewind();
-      save();
-      comm.barrier();
-      throw TrainingDiverged(fmt::format("{} is {} at step {} (epoch {}); the last good state (step {}) is saved in {}",
-                                         std::isfinite(loss) ? "the gradient norm" : "loss",
-                                         std::isfinite(loss) ? gnorm : loss, state.step + 1, state.epoch, state.step,
-                                         result.checkpoint));
+      return stop_run(fmt::format("stopping after step {} (step {} is dropped and redone on resume)", state.step,
+                                  state.step + 1));
     }
+
+    // On the averaged gradient, once per optimizer step, as the HF Trainer clips (max_grad_norm). The norm is
+    // measured even without clipping: it is logged, and a non-finite one skips the step like a non-finite loss.
+    torch::Tensor gnorm_t = clip_grad_norm(all_params, cfg.optim.grad_clip);
+    const auto f64 = torch::TensorOptions().dtype(torch::kFloat64).device(loss_sum.device());
+    std::vector<torch::Tensor> parts = {loss_sum.to(torch::kFloat64) / static_cast<double>(accum)};
+    for (const auto& [name, sum] : sums) parts.push_back(sum / static_cast<double>(accum));
+    parts.push_back(gnorm_t.to(f64));  // the pre-clip norm, as HF logs it; equal on every rank
+    parts.push_back(torch::zeros({}, f64));
+    parts.push_back(torch::full({}, stop_requested() ? 1.0 : 0.0, f64));
+    torch::Tensor figures = torch::stack(parts);
+    const int64_t k = static_cast<int64_t>(sums.size());
+    if (world_size > 1) {
+      // One small all-reduce per step makes the loss, the metrics and the decisions global: every rank skips
+      // the same updates and takes the same branches, so none is left waiting in a collective the others skipped.
+      // Each parameter's count of ranks that trained it rides along (GradSync::first_untrained).
+      figures = torch::cat({figures, grad_sync.step_usage()});
+      comm.all_reduce_async(figures).order();
+      figures.narrow(0, 0, k + 2).div_(world_size);
+    }
+    const torch::Tensor skipped = torch::logical_or(torch::isfinite(figures[0]).logical_not(),
+                                                    torch::isfinite(figures[k + 1]).logical_not());
+    figures[k + 2].copy_(skipped);
+    const torch::Tensor found_inf = skipped.to(torch::kFloat32);
 
     const bool log_now = (state.step + 1) % cfg.log.log_every == 0 || state.step + 1 == steps;
     double lr = 0.0;  // logged: the largest group lr (all equal in pretraining)
@@ -435,52 +537,44 @@ TrainResult train(const Config& cfg, TrainTask& task, DataLoader& loader, const 
       optimizer->set_lr(g, group_lr);
       lr = std::max(lr, group_lr);
     }
-    optimizer->step();
+    optimizer->step(found_inf);
     optimizer->zero_grad();
     ++state.step;
     state.samples_seen += cfg.train.total_batch;
     ++interval_steps;
-    if (ema) ema->update(state.step);
-    task.after_step(state.step);
+    // The buffers' average now: the next forward changes them (BatchNorm statistics); the parameters' once the
+    // step is read good (settle), before the next optimizer step changes them.
+    if (ema) ema->update_buffers(state.step);
+    task.after_step(state.step, found_inf);
 
+    Unsettled u{before, state, generators_before, std::make_unique<Readback>(figures), lr, log_now, {}};
     if (log_now) {
-      double secs = seconds_since(interval_start);
-      double img_s = interval_images / secs;
-      double eta = (steps - state.step) * secs / static_cast<double>(interval_steps);
-      std::vector<std::pair<std::string, double>> values = {{"epoch", static_cast<double>(state.epoch)},
-                                                             {"loss", loss}};
-      for (size_t i = 0; i < sums.size(); ++i) values.emplace_back(sums[i].first, step_values[1 + i]);
-      values.insert(values.end(), {{"lr", lr}, {"grad_norm", gnorm}, {"img_per_s", img_s},
-                                   {"data_wait", interval_data_wait / secs}});
-      std::string extras;
-      for (size_t i = 2; i < 2 + sums.size(); ++i) extras += fmt::format(" {} {:.4f}", values[i].first, values[i].second);
-      std::string comm_share;
+      const double secs = seconds_since(interval_start);
+      u.interval.img_s = interval_images / secs;
+      u.interval.data_share = interval_data_wait / secs;
       // On CUDA the wait only orders NCCL's stream before the optimizer's (the host does not block), so the time
       // measured there is not communication time: no comm share on GPUs rather than a false ~0 %.
-      if (world_size > 1 && device_type != c10::DeviceType::CUDA) {
-        values.emplace_back("comm_wait", interval_comm_wait / secs);
-        comm_share = fmt::format(" comm {:.0f}%", 100.0 * interval_comm_wait / secs);
-      }
-      spdlog::info("step {}/{} ep {} loss {:.4f}{} lr {:.3e} gnorm {:.3f} {:.0f} img/s data {:.0f}%{} ETA {}",
-                   state.step, steps, state.epoch, loss, extras, lr, gnorm, img_s,
-                   100.0 * interval_data_wait / secs, comm_share, format_duration(eta));
-      metrics.write("train", state.step, values);
-      result.last_metrics.clear();
-      for (const auto& v : values) result.last_metrics[v.first] = v.second;
+      if (world_size > 1 && device_type != c10::DeviceType::CUDA) u.interval.comm_share = interval_comm_wait / secs;
+      u.interval.eta_s = (steps - state.step) * secs / static_cast<double>(interval_steps);
+      u.interval.peak_rss_mb = peak_rss_mb();
       interval_start = Clock::now();
       interval_data_wait = interval_comm_wait = 0.0;
       interval_images = interval_steps = 0;
     }
+    unsettled = std::move(u);
 
     // A single process stops after the step in which the signal came; a group after the step in which some rank
-    // had seen it (at the latest one step later), since that is what the ranks have agreed on.
-    if (world_size > 1 ? stop_agreed : stop_requested() != 0)
-      return stop_run(fmt::format("stopping after step {}", state.step));
-    if (eval_every > 0 && state.step % eval_every == 0 && state.step < steps) evaluate();
-    if (state.step % cfg.train.checkpoint_every == 0 && state.step < steps) save();
+    // had seen it, once its figures are read (above, one step later).
+    if (world_size == 1 && stop_requested() != 0) return stop_run(fmt::format("stopping after step {}", state.step));
+    const bool eval_now = eval_every > 0 && state.step % eval_every == 0 && state.step < steps;
+    const bool save_now = state.step % cfg.train.checkpoint_every == 0 && state.step < steps;
+    if ((eval_now || save_now) && settle()) return stop_run(fmt::format("stopping after step {}", state.step));
+    if (eval_now) evaluate();
+    if (save_now) save();
   }
 
   // ---- the end ------------------------------------------------------------------------------------------------
+  settle();
   if (result.checkpoint != checkpoints.path_for_step(state.step)) save();
   evaluate();
   result.export_dir = (run_dir / "final").string();

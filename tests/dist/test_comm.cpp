@@ -13,6 +13,7 @@
 #include "nepa/model/vit_nepa.h"
 #include "nepa/objective/nepa_loss.h"
 #include "dist/run_ranks.h"
+#include "test_util.h"
 #include "nepa/train/optim.h"
 #include "test_util.h"
 
@@ -177,6 +178,49 @@ TEST(GradSync, AccumulationMicroStepsStayLocalAndUnusedParametersAreHandled) {
     ASSERT_TRUE(sometimes.grad().defined());  // rank 1 contributes zeros: (4 + 0) / 2
     EXPECT_TRUE(torch::equal(sometimes.grad(), torch::full({2}, 2.0f)));
     EXPECT_FALSE(never.grad().defined());  // nobody produced one: the optimizer will skip it
+  });
+}
+
+// The gradients are the buckets (no copy in, none out): two parameters of one bucket share its storage; and the
+// set of trained parameters, learned at the first synchronised step, may not change: a gradient outside it is
+// an error at finish(), and a parameter of it that no rank trains shows in the summed step_usage().
+TEST(GradSync, GradientsAreBucketViewsAndTheTrainedSetMayNotChange) {
+  run_ranks(2, [](Comm& c) {
+    torch::Tensor a = torch::zeros({3}, torch::requires_grad());
+    torch::Tensor b = torch::zeros({2}, torch::requires_grad());
+    torch::Tensor late = torch::zeros({2}, torch::requires_grad());  // untrained at step 1, trained at step 2
+    GradSync sync(c, {a, b, late}, /*bucket_mb=*/1.0);             // one bucket
+    EXPECT_EQ(sync.num_buckets(), 1);
+    sync.begin(true);
+    (a * 2 + 0).sum().add((b * 3).sum()).backward();
+    sync.finish();
+    EXPECT_EQ(a.grad().storage().data_ptr().get(), b.grad().storage().data_ptr().get());
+    EXPECT_TRUE(torch::equal(a.grad(), torch::full({3}, 2.0f)));
+    EXPECT_FALSE(late.grad().defined());
+    // Both ranks trained a and b; the sum over ranks of the step's usage says so, and nothing is missing.
+    torch::Tensor usage = sync.step_usage().clone();
+    c.all_reduce(usage);
+    std::vector<double> summed(usage.data_ptr<double>(), usage.data_ptr<double>() + usage.numel());
+    EXPECT_EQ(summed, (std::vector<double>{2, 2, 0}));
+    EXPECT_FALSE(sync.first_untrained(summed).has_value());
+
+    // Step 2: b is trained by no rank (found from the summed usage), a gradient comes to `late` (an error).
+    a.mutable_grad().reset();
+    b.mutable_grad().reset();
+    sync.begin(true);
+    EXPECT_TRUE(a.grad().defined() && b.grad().defined()) << "the views are attached at the step's first begin()";
+    (a * 1).sum().backward();
+    sync.finish();
+    usage = sync.step_usage().clone();
+    c.all_reduce(usage);
+    summed.assign(usage.data_ptr<double>(), usage.data_ptr<double>() + usage.numel());
+    ASSERT_TRUE(sync.first_untrained(summed).has_value());
+    EXPECT_EQ(*sync.first_untrained(summed), 1u);
+    sync.begin(true);
+    (a * 1).sum().add((late * 1).sum()).backward();
+    const std::string msg = test::error_of<DistError>([&] { sync.finish(); });
+    EXPECT_NE(msg.find("parameter 2 (of the trained parameters, in registration order) got a gradient, but no rank "
+                       "trained it at the run's first step"), std::string::npos) << msg;
   });
 }
 

@@ -153,6 +153,24 @@ TEST(Ema, StartsAtTheWeightsAfterStepOneThenAveragesAsTheRelease) {
   EXPECT_THROW(other.load_state({}, "ema."), std::runtime_error);
 }
 
+// The loop averages the buffers as a step ends and the parameters once the step is read good: each half touches
+// only its own tensors, and the two halves give update()'s result bit for bit.
+TEST(Ema, BuffersAndParametersAverageSeparatelyAndTogetherAsUpdate) {
+  torch::nn::BatchNorm1d bn(3);  // weight, bias (parameters); running_mean, running_var, num_batches_tracked
+  Ema halves(*bn, 0.9), whole(*bn, 0.9);
+  halves.update(1);
+  whole.update(1);
+  torch::NoGradGuard no_grad;
+  bn->weight.fill_(2.0);
+  bn->running_mean.fill_(5.0);
+  halves.update_buffers(2);
+  EXPECT_TRUE(torch::equal(halves.state("").at("weight"), torch::ones({3}))) << "parameters wait";
+  EXPECT_FALSE(torch::equal(halves.state("").at("running_mean"), torch::zeros({3})));
+  halves.update_parameters(2);
+  whole.update(2);
+  for (const auto& [name, t] : whole.state("")) EXPECT_TRUE(torch::equal(t, halves.state("").at(name))) << name;
+}
+
 TEST(Classification, TopKOnHandMadeLogits) {
   torch::Tensor logits = torch::tensor({{0.1, 0.9, 0.0, 0.0, 0.0, 0.0},    // label 1: top-1
                                         {0.5, 0.1, 0.4, 0.3, 0.2, 0.0},    // label 2: 2nd -> top-5 only

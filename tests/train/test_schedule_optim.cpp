@@ -133,6 +133,42 @@ TEST(Optim, AdamWFirstTwoStepsByHand) {
   EXPECT_LE(test::max_abs_diff(p.detach().to(torch::kFloat64), ref), 1e-6);
 }
 
+// found_inf set: the kernel moves nothing; undo_skipped_step then puts the counts back and drops the states the
+// skipped step created, so that the next good step is the one an uninterrupted optimizer would take.
+TEST(Optim, AdamWSkipsOnFoundInfAndTheSkippedStepIsUndoneExactly) {
+  torch::Tensor p = torch::tensor({1.0f, -2.0f, 0.5f}).requires_grad_();
+  torch::Tensor q = torch::tensor({0.25f, 3.0f}).requires_grad_();  // first stepped by the skipped step
+  AdamW opt({{"decay", {"p", "q"}, {p, q}, 0.1, 1.0}}, OptimConfig{});
+  opt.set_lr(0, 0.01);
+  p.mutable_grad() = torch::tensor({0.1f, -0.3f, 2.0f});
+  opt.step(torch::zeros({}, torch::kFloat32));
+  const torch::Tensor p1 = p.detach().clone(), m1 = opt.state(0, 0)->exp_avg.clone();
+  EXPECT_FALSE(torch::equal(p1, torch::tensor({1.0f, -2.0f, 0.5f})));  // found_inf 0: an ordinary step
+  p.mutable_grad() = torch::tensor({NAN, 1.0f, 1.0f});
+  q.mutable_grad() = torch::tensor({1.0f, 1.0f});
+  opt.step(torch::ones({}, torch::kFloat32));
+  EXPECT_TRUE(torch::equal(p.detach(), p1));
+  EXPECT_TRUE(torch::equal(opt.state(0, 0)->exp_avg, m1));
+  EXPECT_TRUE(torch::equal(q.detach(), torch::tensor({0.25f, 3.0f})));
+  opt.undo_skipped_step();
+  EXPECT_EQ(opt.state(0, 0)->steps, 1);
+  EXPECT_EQ(opt.state(0, 0)->step.item<float>(), 1.0f);
+  EXPECT_EQ(opt.state(0, 1), nullptr);
+  // The next step equals the second step of an optimizer that never saw the skipped one.
+  torch::Tensor r = torch::tensor({1.0f, -2.0f, 0.5f}).requires_grad_();
+  AdamW ref({{"decay", {"r"}, {r}, 0.1, 1.0}}, OptimConfig{});
+  ref.set_lr(0, 0.01);
+  for (const torch::Tensor& g : {torch::tensor({0.1f, -0.3f, 2.0f}), torch::tensor({-0.2f, 0.05f, 1.0f})}) {
+    r.mutable_grad() = g.clone();
+    ref.step();
+  }
+  p.mutable_grad() = torch::tensor({-0.2f, 0.05f, 1.0f});
+  q.mutable_grad() = torch::Tensor();
+  opt.step(torch::zeros({}, torch::kFloat32));
+  EXPECT_TRUE(torch::equal(p.detach(), r.detach()));
+  EXPECT_EQ(opt.state(0, 0)->steps, 2);
+}
+
 TEST(Optim, AdamWRefusesAGroupOfMixedDtypes) {
   torch::Tensor a = torch::zeros({2}).requires_grad_(), b = torch::zeros({2}, torch::kFloat64).requires_grad_();
   const std::string msg =

@@ -48,12 +48,17 @@ TEST(Trainer, TinyRunLowersTheLossAndExportsTheBackbone) {
   EXPECT_TRUE(fs::exists(dir.path() / "run" / "final" / "model.safetensors"));
   EXPECT_TRUE(fs::exists(dir.path() / "run" / "final" / "config.json"));
   EXPECT_EQ(fs::path(r.checkpoint).filename(), "step_00000040.safetensors");
+  // Peak host memory: a process running LibTorch holds tens of MB at least, and a peak never goes down.
+  auto rss = metric_column(dir.path() / "run" / "metrics.jsonl", "peak_rss_mb");
+  ASSERT_EQ(rss.size(), 8u);
+  EXPECT_GT(rss.front(), 10.0);
+  for (size_t i = 1; i < rss.size(); ++i) EXPECT_GE(rss[i], rss[i - 1]);
   // Every progress line carries the documented fields.
   std::ifstream in(dir.path() / "run" / "metrics.jsonl");
   std::string first;
   std::getline(in, first);
   for (const char* key : {"\"step\":5", "\"epoch\":", "\"loss\":", "\"cos\":", "\"pred_std\":", "\"lr\":",
-                          "\"grad_norm\":", "\"img_per_s\":", "\"data_wait\":"})
+                          "\"grad_norm\":", "\"img_per_s\":", "\"data_wait\":", "\"peak_rss_mb\":"})
     EXPECT_NE(first.find(key), std::string::npos) << key << " missing in " << first;
 }
 
@@ -199,6 +204,48 @@ TEST(Trainer, NonFiniteLossStopsAfterSavingTheLastGoodState) {
   expect_all_finite(ckpt);  // the bad step never reached the optimizer
 }
 
+// A bad step is found one step late (its figures are read once the next step's backward is queued) and its update
+// was skipped on the device: what is saved must still be exactly the state after the last good step, as a run
+// stopped there by a signal saves it (weights, moments and their step counts, EMA, generators, data position),
+// and metrics.jsonl must end at that step.
+TEST(Trainer, ADivergedRunSavesExactlyTheStateOfTheStepBefore) {
+  test::TempDir dir;
+  Config c = tiny_train_config(dir.file("diverged"));
+  ASSERT_TRUE(c.train.ema);
+  auto bad = make_tiny_run(c);
+  bad.task->nan_at_forward = 4;
+  std::string msg = test::error_of<TrainingDiverged>([&] { train(c, *bad.task, *bad.loader, {}); });
+  EXPECT_NE(msg.find("loss is nan at step 4"), std::string::npos) << msg;
+  EXPECT_EQ(bad.task->forwards, 5) << "found while the next step's forward and backward were queued";
+
+  Config s = c;
+  s.train.output_dir = dir.file("stopped");
+  auto stopped = make_tiny_run(s);
+  stopped.task->signal_after_step = 3;
+  TrainResult r = train(s, *stopped.task, *stopped.loader, {});
+  ASSERT_EQ(r.status, TrainResult::Status::kInterrupted);
+
+  const std::string a = (fs::path(c.train.output_dir) / "checkpoints" / "step_00000003.safetensors").string();
+  ASSERT_EQ(r.checkpoint, (fs::path(s.train.output_dir) / "checkpoints" / "step_00000003.safetensors").string());
+  auto ta = load_safetensors(a), tb = load_safetensors(r.checkpoint);
+  ASSERT_EQ(ta.size(), tb.size());
+  size_t moments = 0, ema = 0;
+  for (const auto& [name, t] : ta) {
+    ASSERT_TRUE(tb.count(name)) << name;
+    EXPECT_TRUE(torch::equal(t, tb.at(name))) << name;
+    moments += name.find("exp_avg") != std::string::npos;
+    ema += name.rfind("extra.ema.", 0) == 0;
+  }
+  EXPECT_GT(moments, 0u);
+  EXPECT_GT(ema, 0u);
+  const TrainState sa = read_checkpoint_info(a).state, sb = read_checkpoint_info(r.checkpoint).state;
+  EXPECT_EQ(sa.step, sb.step);
+  EXPECT_EQ(sa.epoch, sb.epoch);
+  EXPECT_EQ(sa.batch, sb.batch);
+  EXPECT_EQ(sa.samples_seen, sb.samples_seen);
+  EXPECT_EQ(metric_column(fs::path(c.train.output_dir) / "metrics.jsonl", "step"), (std::vector<double>{1, 2, 3}));
+}
+
 TEST(Trainer, NonFiniteGradientNormStopsLikeANonFiniteLoss) {
   test::TempDir dir;
   Config c = tiny_train_config(dir.file("run"));
@@ -294,7 +341,8 @@ TEST(Trainer, AMetricsFileThatCannotBeWrittenStopsTheRun) {
   msg = test::error_of<std::runtime_error>([&] { train(full, *run2.task, *run2.loader, {}); });
   EXPECT_EQ(msg, (fs::path(full.train.output_dir) / "metrics.jsonl").string() +
                      ": write failed: No space left on device");
-  EXPECT_EQ(run2.task->forwards, 1) << "the first metrics line is written after the first step";
+  // Step 1's line is written one step late, once step 2's forward and backward are queued (read back then).
+  EXPECT_EQ(run2.task->forwards, 2) << "the first metrics line is written during the second step";
 }
 
 TEST(Trainer, ResumeRejectsAMissingCheckpoint) {

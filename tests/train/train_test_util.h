@@ -67,7 +67,7 @@ class RecordingTask : public PretrainTask {
     if (signal_in_eval_at == step) std::raise(signal_to_raise);  // e.g. during the k-NN at init
     return PretrainTask::evaluate(step);
   }
-  void after_step(int64_t step) override {
+  void after_step(int64_t step, const torch::Tensor& /*skipped*/) override {
     if (signal_after_step == step) std::raise(signal_to_raise);
   }
   std::map<std::string, torch::Tensor> extra_state() override {

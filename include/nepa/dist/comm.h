@@ -66,6 +66,10 @@ class Comm {
    public:
     Pending() = default;
     void wait();
+    // Work queued on the current stream from here on runs after the collective, without the host waiting for
+    // it (NCCL: a stream wait); on Gloo, whose collectives are the host's own work, the same as wait(). A peer
+    // that fails meanwhile is found by the next host wait on the group (wait, poll_until).
+    void order();
     bool valid() const { return static_cast<bool>(impl_); }
 
    private:
@@ -86,6 +90,11 @@ class Comm {
   void broadcast(const std::vector<torch::Tensor>& tensors, int root = 0);
   void barrier();
 
+  // Blocks until `done()` holds, watching the group as a collective's wait does: DistError naming `op` when a
+  // peer reports a failure or dist.timeout_s passes. For waits on the device that a collective stands behind
+  // (a step's figures read back after the step's gradient all-reduce), where a dead peer would hang the host.
+  void poll_until(const std::function<bool()>& done, const char* op) const;
+
   // Tells the other ranks why this one is about to exit (best effort, never throws), so that their errors can
   // name it instead of only "connection closed". The group is then aborted, not shut down, when destroyed.
   void report_failure(const std::string& what) noexcept;
@@ -98,6 +107,7 @@ class Comm {
   std::unique_ptr<Impl> impl_;
   int rank_ = 0, world_size_ = 1;
   void wait_for(Pending::Impl& work) const;
+  void order_after(Pending::Impl& work) const;
   std::string backend_ = "none";
   torch::Device device_ = torch::kCPU;
   std::chrono::milliseconds timeout_{0};

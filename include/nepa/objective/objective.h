@@ -38,8 +38,9 @@ class Objective {
   virtual NamedModules modules() { return {}; }
   // Loss and metrics on one micro-batch of pixels [B, C, H, W], in training mode.
   virtual ObjectiveOutput forward(ViTNepaModel& backbone, const torch::Tensor& pixels) = 0;
-  // After every optimizer step (I-JEPA's EMA target encoder follows the backbone here).
-  virtual void after_step(int64_t /*step*/) {}
+  // After every optimizer step (I-JEPA's EMA target encoder follows the backbone here), with the loop's
+  // `skipped` flag on the device (TrainTask::after_step): a skipped step must leave this objective's state as it was.
+  virtual void after_step(int64_t /*step*/, const torch::Tensor& /*skipped*/) {}
   // Checkpoint tensors beyond modules(), saved among the task's extra state and handed back on resume; names must
   // not start with "ema." (the loop's).
   virtual std::map<std::string, torch::Tensor> extra_state() { return {}; }

@@ -21,7 +21,16 @@ class Ema {
   // Tracks `module`'s parameters and buffers as they are now (move the module to its device first).
   Ema(const torch::nn::Module& module, double decay);
   // After optimizer step `step` (1-based): step 1 copies the weights, later steps average them in.
-  void update(int64_t step);
+  void update(int64_t step) {
+    update_buffers(step);
+    update_parameters(step);
+  }
+  // The same in two halves, for a loop that learns only later whether a step was good (train()): the buffers
+  // (e.g. BatchNorm's running statistics) change in the next step's forward, so they are averaged as the step
+  // ends; the parameters change only in the next optimizer step, so they can wait until the step's figures are
+  // read. Either order gives update()'s result bit for bit.
+  void update_buffers(int64_t step);
+  void update_parameters(int64_t step);
   // Writes the averaged weights into `target` (same parameter and buffer names as the tracked module).
   void copy_to(torch::nn::Module& target) const;
   double decay() const { return decay_; }
@@ -33,9 +42,16 @@ class Ema {
  private:
   double decay_;
   std::vector<std::string> names_;
-  std::vector<torch::Tensor> tracked_, shadow_;      // parallel to names_
-  std::vector<torch::Tensor> float_src_, float_dst_;  // the float32 pairs, averaged with one foreach call
-  std::vector<size_t> others_;                         // indices of everything else (other dtypes), one by one
+  std::vector<torch::Tensor> tracked_, shadow_;  // parallel to names_
+  // Per half (0 = buffers, 1 = parameters): the float32 pairs, averaged with one foreach call each, and the
+  // indices of everything else (other dtypes), one by one.
+  struct Half {
+    std::vector<torch::Tensor> float_src, float_dst;
+    std::vector<size_t> others;
+    std::vector<size_t> all;
+  };
+  Half halves_[2];
+  void update_half(const Half& half, int64_t step);
 };
 
 // Runs `make` (typically the constructor of a twin module whose init is overwritten at once) and puts the global

@@ -47,7 +47,13 @@ class AdamW {
   void set_lr(size_t group, double lr) { groups_.at(group).lr = lr; }
   double lr(size_t group) const { return groups_.at(group).lr; }
 
-  void step();
+  // With `found_inf` (a float32 scalar on the parameters' device), the kernel leaves parameters and moments
+  // untouched when it is non-zero, as torch.optim's fused path does under a GradScaler: the trainer sets it when
+  // the step's loss or gradient norm is not finite, so that nothing waits on the host to decide.
+  void step(const torch::Tensor& found_inf = {});
+  // Takes the last step() back after found_inf made the kernel skip it: the step counts (device and host) go
+  // back and the states it created are dropped, so that the state is again what it was before that step.
+  void undo_skipped_step();
   void zero_grad();  // set to none, as PyTorch's default
 
   // Nothing for a parameter that has not been stepped yet.
@@ -65,6 +71,11 @@ class AdamW {
   };
   std::vector<Group> groups_;
   double beta1_, beta2_, eps_;
+  struct Stepped {
+    size_t group, index;
+    bool created;
+  };
+  std::vector<Stepped> last_step_;  // what the last step() touched (undo_skipped_step)
 };
 
 std::unique_ptr<AdamW> make_adamw(const std::vector<ParamGroup>& groups, const OptimConfig& config);

@@ -26,7 +26,7 @@ class PretrainTask : public TrainTask {
   torch::nn::Module& module() override { return *carried_; }
   std::vector<ParamGroup> param_groups() override;
   StepOutput forward(const Batch& batch) override;
-  void after_step(int64_t step) override { objective_->after_step(step); }
+  void after_step(int64_t step, const torch::Tensor& skipped) override { objective_->after_step(step, skipped); }
   std::map<std::string, torch::Tensor> extra_state() override { return objective_->extra_state(); }
   void load_extra_state(const std::map<std::string, torch::Tensor>& extra) override {
     objective_->load_extra_state(extra);

@@ -2,6 +2,10 @@
 // parameter groups, forward + loss, extras such as an EMA, evaluation, export); the loop owns everything a
 // serious run needs: accumulation, schedule, gradient clipping, the EMA of the weights, autocast, progress lines and
 // metrics.jsonl, atomic checkpoints with exact resume, stop signals, and divergence handling.
+//
+// The host never waits for the device inside a step: a step's figures (loss, metrics, gradient norm, flags) are
+// read one step late (Readback), a non-finite step is skipped on the device by the optimizer's found_inf and the
+// run then stops with the state from before it, and data-parallel collectives are ordered on the device's streams.
 #pragma once
 
 #include <torch/nn/module.h>
@@ -35,8 +39,11 @@ class TrainTask {
   virtual std::vector<ParamGroup> param_groups() = 0;
   // Forward + loss on one micro-batch, in training mode.
   virtual StepOutput forward(const Batch& batch) = 0;
-  // After every optimizer step (and after the loop's EMA update).
-  virtual void after_step(int64_t /*step*/) {}
+  // Right after every optimizer step is queued, before its figures are read (train() reads them one step late).
+  // `skipped` is a scalar on the device, non-zero when the step's loss or gradient norm was not finite and its
+  // update was skipped; the run then stops with the state from before that step, so whatever after_step updates
+  // must stay unchanged under `skipped` (on the device: reading it here would make the host wait every step).
+  virtual void after_step(int64_t /*step*/, const torch::Tensor& /*skipped*/) {}
   // Extra tensors saved with checkpoints and handed back on resume.
   virtual std::map<std::string, torch::Tensor> extra_state() { return {}; }
   virtual void load_extra_state(const std::map<std::string, torch::Tensor>& /*extra*/) {}
