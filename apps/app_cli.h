@@ -47,3 +47,24 @@ inline std::optional<int> parse_command_line(CLI::App& app, int argc, char** arg
 }
 
 }  // namespace nepa
+
+
+#include "nepa/config/config.h"
+#include "nepa/config/hf_config.h"
+
+// A run that starts from a backbone folder (`init_key` = finetune.init or seg.init) takes the trunk's architecture
+// from its config.json (adopt_backbone_architecture), so that an AIM or ablation export fine-tunes without
+// restating its model.* keys; the result is validated again. Returns the changed keys for log_adopted().
+inline std::vector<std::string> adopt_init_architecture(nepa::LoadedConfig& loaded, const std::string& init) {
+  std::vector<std::string> changed = nepa::adopt_backbone_architecture(loaded.config.model, init);
+  if (!changed.empty()) nepa::validate(loaded.config, loaded.origins);
+  return changed;
+}
+
+// One line naming what adopt_init_architecture() changed, once the run's log is open (or as a comment of
+// --dry-run's output).
+inline std::string describe_adopted(const std::vector<std::string>& changed, const std::string& init_key) {
+  std::string line = "model.* keys taken from " + init_key + "'s config.json (the config said otherwise):";
+  for (size_t i = 0; i < changed.size(); ++i) line += (i ? "; " : " ") + changed[i];
+  return line;
+}

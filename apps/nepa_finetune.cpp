@@ -44,10 +44,11 @@ ViTNepaForImageClassification load_for_eval(const std::string& weights, const Co
   return m;
 }
 
-int run(const LoadedConfig& loaded, const std::string& resume, bool dry_run, bool eval_only,
-        const std::string& weights) {
+int run(const LoadedConfig& loaded, const std::vector<std::string>& adopted, const std::string& resume, bool dry_run,
+        bool eval_only, const std::string& weights) {
   const Config& cfg = loaded.config;
   if (dry_run) {
+    if (!adopted.empty()) std::cout << "# " << describe_adopted(adopted, "finetune.init") << "\n";
     ViTNepaForImageClassification model(cfg.model, cfg.finetune.num_classes > 0 ? cfg.finetune.num_classes : 1000,
                                         cfg.finetune.head, cfg.finetune.probe_blocks);
     std::cout << to_yaml(cfg) << "# classifier: " << count_parameters(*model) << " parameters with "
@@ -65,6 +66,7 @@ int run(const LoadedConfig& loaded, const std::string& resume, bool dry_run, boo
     return 0;
   }
   Runtime rt = start_runtime(loaded, eval_only ? "eval.log" : "train.log");
+  if (!adopted.empty()) spdlog::info("{}", describe_adopted(adopted, "finetune.init"));
   auto eval_set = make_dataset(cfg.data, cfg.data.eval_split);
 
   if (eval_only) {
@@ -139,5 +141,9 @@ int main(int argc, char** argv) {
   std::vector<std::string> sets = o.overrides();
   if (!init.empty()) sets.push_back("finetune.init=" + init);
   spdlog::set_pattern("[%Y-%m-%d %H:%M:%S] %^%l%$ %v");
-  return guarded_main([&] { return run(load_config(o.config_path, sets), o.resume, o.dry_run, eval_only, weights); });
+  return guarded_main([&] {
+    LoadedConfig loaded = load_config(o.config_path, sets);
+    const auto adopted = adopt_init_architecture(loaded, loaded.config.finetune.init);
+    return run(loaded, adopted, o.resume, o.dry_run, eval_only, weights);
+  });
 }

@@ -137,11 +137,16 @@ int train_segmenter(const Runtime& rt, const Config& cfg, const std::string& res
   return 0;
 }
 
-int run(const LoadedConfig& loaded, const RunOptions& o, const SegCommand& c) {
+int run(const LoadedConfig& loaded, const std::vector<std::string>& adopted, const RunOptions& o,
+        const SegCommand& c) {
   const Config& cfg = loaded.config;
-  if (o.dry_run) return dry_run(cfg);
+  if (o.dry_run) {
+    if (!adopted.empty()) std::cout << "# " << describe_adopted(adopted, "seg.init") << "\n";
+    return dry_run(cfg);
+  }
   const std::string log = !c.predict.empty() ? "predict.log" : c.eval_only ? "eval.log" : "train.log";
   Runtime rt = start_runtime(loaded, log);
+  if (!adopted.empty()) spdlog::info("{}", describe_adopted(adopted, "seg.init"));
   if (!c.predict.empty()) return predict(rt, cfg, c);
   if (c.eval_only) return eval_only(rt, cfg, c.weights);
   return train_segmenter(rt, cfg, o.resume);
@@ -168,5 +173,9 @@ int main(int argc, char** argv) {
   std::vector<std::string> sets = o.overrides();
   if (!init.empty()) sets.push_back("seg.init=" + init);
   spdlog::set_pattern("[%Y-%m-%d %H:%M:%S] %^%l%$ %v");
-  return guarded_main([&] { return run(load_config(o.config_path, sets), o, c); });
+  return guarded_main([&] {
+    LoadedConfig loaded = load_config(o.config_path, sets);
+    const auto adopted = adopt_init_architecture(loaded, loaded.config.seg.init);
+    return run(loaded, adopted, o, c);
+  });
 }

@@ -17,6 +17,7 @@
 #include "nepa/config/config.h"
 #include "nepa/sweep/report.h"
 #include "nepa/sweep/runner.h"
+#include "nepa/sweep/share.h"
 #include "nepa/sweep/slurm.h"
 #include "nepa/sweep/sweep.h"
 
@@ -87,6 +88,8 @@ int run(CLI::App& app, const Options& o) {
     return 0;
   }
   write_sweep_json(sweep);
+  register_finished(sweep);
+  if (const int n = link_shared(sweep)) spdlog::info("{} stage run(s) reused from other sweeps", n);
   return run_local(sweep, o.jobs);
 }
 

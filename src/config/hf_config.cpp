@@ -1,9 +1,11 @@
 #include "nepa/config/hf_config.h"
 
+#include <fmt/format.h>
 #include <nlohmann/json.hpp>
 #include <yaml-cpp/yaml.h>
 
 #include <algorithm>
+#include <filesystem>
 #include <fstream>
 #include <map>
 #include <set>
@@ -13,6 +15,7 @@
 #include "nepa/io/atomic_file.h"
 
 namespace nepa {
+namespace fs = std::filesystem;
 using namespace config_detail;
 
 namespace {
@@ -155,6 +158,48 @@ std::string to_hf_config_json(const HfModelConfig& config) {
 void write_hf_config(const HfModelConfig& config, const std::string& path) {
   std::string text = to_hf_config_json(config);
   write_text_atomic(path, text);
+}
+
+namespace {
+
+std::string show(bool v) { return v ? "true" : "false"; }
+std::string show(int v) { return std::to_string(v); }
+std::string show(int64_t v) { return std::to_string(v); }
+std::string show(double v) { return fmt::format("{}", v); }
+std::string show(const std::string& v) { return v; }
+std::string show(const std::optional<double>& v) { return v ? fmt::format("{}", *v) : "null"; }
+
+}  // namespace
+
+std::vector<std::string> adopt_backbone_architecture(ModelConfig& model, const std::string& init) {
+  if (init.empty() || !fs::is_directory(init) || !fs::exists(fs::path(init) / "config.json")) return {};
+  const ModelConfig from = read_hf_config((fs::path(init) / "config.json").string()).model;
+  std::vector<std::string> changed;
+  auto adopt = [&](const char* key, auto& mine, const auto& theirs) {
+    if (mine == theirs) return;
+    changed.push_back(fmt::format("model.{}: {} -> {}", key, show(mine), show(theirs)));
+    mine = theirs;
+  };
+  adopt("patch_size", model.patch_size, from.patch_size);
+  adopt("num_channels", model.num_channels, from.num_channels);
+  adopt("hidden_size", model.hidden_size, from.hidden_size);
+  adopt("num_hidden_layers", model.num_hidden_layers, from.num_hidden_layers);
+  adopt("num_attention_heads", model.num_attention_heads, from.num_attention_heads);
+  adopt("intermediate_size", model.intermediate_size, from.intermediate_size);
+  adopt("hidden_act", model.hidden_act, from.hidden_act);
+  adopt("use_gated_mlp", model.use_gated_mlp, from.use_gated_mlp);
+  adopt("qkv_bias", model.qkv_bias, from.qkv_bias);
+  adopt("qk_norm", model.qk_norm, from.qk_norm);
+  adopt("qk_norm_affine", model.qk_norm_affine, from.qk_norm_affine);
+  adopt("qk_norm_bias", model.qk_norm_bias, from.qk_norm_bias);
+  adopt("layer_norm_eps", model.layer_norm_eps, from.layer_norm_eps);
+  adopt("layerscale_value", model.layerscale_value, from.layerscale_value);
+  adopt("use_rope", model.use_rope, from.use_rope);
+  adopt("rope_theta", model.rope_theta, from.rope_theta);
+  adopt("use_abs_pos_embed", model.use_abs_pos_embed, from.use_abs_pos_embed);
+  adopt("use_cls_token", model.use_cls_token, from.use_cls_token);
+  adopt("use_sincos_pos_embed", model.use_sincos_pos_embed, from.use_sincos_pos_embed);
+  return changed;
 }
 
 }  // namespace nepa

@@ -8,6 +8,7 @@
 
 #include "nepa/config/config.h"
 #include "nepa/io/atomic_file.h"
+#include "nepa/sweep/share.h"
 #include "nepa/sweep/sweep.h"
 
 namespace fs = std::filesystem;
@@ -31,8 +32,9 @@ Sweep expand(const SweepSpec& spec, const std::string& sweep_dir, const std::str
         s.app = stage.app;
         s.processes = stage.processes;
         s.dir = (fs::path(run.dir) / stage.name).string();
-        s.command = {(fs::path(bin_dir) / stage.app).lexically_normal().string(), "--config", stage.config,
-                     "--output-dir", s.dir, "--resume", "auto"};
+        const auto own = point.config.find(stage.name);
+        s.command = {(fs::path(bin_dir) / stage.app).lexically_normal().string(), "--config",
+                     own != point.config.end() ? own->second : stage.config, "--output-dir", s.dir, "--resume", "auto"};
         // Later overrides win in the config loader: the stage's own, then the point's for all stages, then the
         // point's for this stage, then the seed.
         auto add = [&](const std::vector<Override>& sets) {
@@ -60,9 +62,23 @@ Sweep expand(const SweepSpec& spec, const std::string& sweep_dir, const std::str
   return sweep;
 }
 
-void check_configs(const Sweep& sweep) {
-  for (const auto& run : sweep.runs)
-    for (const auto& s : run.stages) {
+namespace {
+
+// FNV-1a, 64 bits: the same text gives the same identity on every machine and build.
+std::string fnv1a_hex(const std::string& text) {
+  uint64_t h = 14695981039346656037ull;
+  for (unsigned char c : text) {
+    h ^= c;
+    h *= 1099511628211ull;
+  }
+  return fmt::format("{:016x}", h);
+}
+
+}  // namespace
+
+void check_configs(Sweep& sweep) {
+  for (auto& run : sweep.runs)
+    for (auto& s : run.stages) {
       std::vector<std::string> sets;
       std::string config;
       for (size_t i = 1; i + 1 < s.command.size(); ++i) {
@@ -71,11 +87,17 @@ void check_configs(const Sweep& sweep) {
       }
       sets.push_back("train.output_dir=" + s.dir);
       try {
-        const Config cfg = load_config(config, sets).config;
+        Config cfg = load_config(config, sets).config;
         bool reported = false;
         for (const auto& m : sweep.spec.metrics) reported = reported || m.stage == s.stage;
         if (reported && !cfg.log.jsonl)
           throw ConfigError("log.jsonl is false, but the sweep reports metrics of this stage from metrics.jsonl");
+        // What decides the result: not where it is written, nor how the overrides spelled the config.
+        cfg.train.output_dir.clear();
+        std::string what = s.app + "\nprocesses " + std::to_string(s.processes) + "\n" + to_yaml(cfg);
+        if (s.upstream >= 0)
+          what += "\nfrom " + run.stages[s.upstream].identity + " " + fs::path(s.command.back()).filename().string();
+        s.identity = fnv1a_hex(what);
       } catch (const ConfigError& e) {
         // The line of the override the message names, if it is one of ours.
         int line = 0;
@@ -128,6 +150,16 @@ void check_finished_stages(const Sweep& sweep) {
       if (earlier_unfinished)
         throw SweepError(fmt::format("sweep error: {} finished, but an earlier stage of its run is not: {}", s.dir,
                                      remove));
+      if (fs::is_symlink(s.dir)) {
+        // Linked to another sweep's run of the same identity (share.h): its command line is that sweep's.
+        std::ifstream id(fs::path(s.dir) / kIdentityFile);
+        const std::string was((std::istreambuf_iterator<char>(id)), std::istreambuf_iterator<char>());
+        if (was != s.identity)
+          throw SweepError(fmt::format("sweep error: {} is linked to {}, whose config is no longer this stage's: "
+                                       "remove the link to run it here",
+                                       s.dir, fs::read_symlink(s.dir).string()));
+        continue;
+      }
       std::ifstream in(fs::path(s.dir) / kAttemptStamp);
       const std::string was((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
       if (was != command_stamp(s.command)) {

@@ -3,6 +3,7 @@
 // checkpoint), and with a parent-death signal, so that a killed nepa_sweep leaves no stage running that a
 // rerun would then start a second time.
 #include "nepa/sweep/runner.h"
+#include "nepa/sweep/share.h"
 
 #include <arpa/inet.h>
 #include <sched.h>
@@ -301,6 +302,7 @@ class LocalRunner {
                              {"finished", now_iso()},     {"wall_s", wall},   {"command", st.command},
                              {"processes", st.processes}};
       write_text_atomic((fs::path(st.dir) / kDoneMarker).string(), done.dump(1) + "\n");
+      register_stage(sweep_, st);  // other sweeps with a stage of the same identity reuse it
       spdlog::info("done  {} ({:.0f} s)", label(run, st), wall);
     } else if (first_bad == 0 || g_signal) {
       outcome = "stopped";

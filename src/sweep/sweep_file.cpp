@@ -159,6 +159,25 @@ std::map<std::string, std::vector<Override>> read_point_set(const Reader& r, con
   return out;
 }
 
+// A point's `config:` replaces stages' configs for that point (e.g. AIM's pretraining config beside NEPA's):
+// stage name -> path, relative to the sweep file, which must exist.
+std::map<std::string, std::string> read_point_config(const Reader& r, const YAML::Node& n,
+                                                     const std::vector<StageSpec>& stages, const std::string& base_dir,
+                                                     const std::string& where) {
+  std::set<std::string> known;
+  for (const auto& s : stages) known.insert(s.name);
+  r.keys(n, where + " config (keys are stage names)", known);
+  std::map<std::string, std::string> out;
+  for (const auto& kv : n) {
+    fs::path config = r.str(kv.second, where + " config." + kv.first.Scalar());
+    if (config.is_relative()) config = fs::path(base_dir) / config;
+    config = config.lexically_normal();
+    if (!fs::is_regular_file(config)) r.fail(kv.second, "config " + config.string() + ": no such file");
+    out[kv.first.Scalar()] = config.string();
+  }
+  return out;
+}
+
 // Directory-safe text of a grid value: [0.8, 1.0] -> 0.8-1.0.
 std::string value_label(const std::string& text) {
   std::string out;
@@ -258,13 +277,14 @@ SweepSpec parse_sweep(const std::string& yaml, const std::string& file, const st
     const YAML::Node points = root["points"];
     if (!points.IsSequence() || points.size() == 0) r.fail(points, "points: expected a non-empty list");
     for (const auto& n : points) {
-      r.keys(n, "point", {"name", "set", "paper"}, {"name"});
+      r.keys(n, "point", {"name", "set", "paper", "config"}, {"name"});
       PointSpec p;
       p.line = line_of(n);
       p.name = r.name(n["name"], "point name");
       for (const auto& q : spec.points)
         if (q.name == p.name) r.fail(n["name"], "duplicate point name '" + p.name + "'");
       if (n["set"]) p.set = read_point_set(r, n["set"], spec.stages, "point " + p.name);
+      if (n["config"]) p.config = read_point_config(r, n["config"], spec.stages, base_dir, "point " + p.name);
       if (n["paper"]) {
         if (!n["paper"].IsMap()) r.fail(n["paper"], "paper: expected a mapping of metric name: figure");
         for (const auto& kv : n["paper"]) p.paper[kv.first.Scalar()] = r.number(kv.second, "paper figure");

@@ -7,6 +7,7 @@
 
 using namespace nepa;
 using nepa::test::TempDir;
+namespace fs = std::filesystem;
 
 namespace {
 ModelConfig tiny() { return nepa::test::tiny_model_config(); }
@@ -98,4 +99,45 @@ TEST(HfCheckpoint, HalfPrecisionFilesAreConvertedOnLoad) {
   ASSERT_TRUE(load_backbone_weights(dst, d.file("bf16.safetensors"), true).ok());
   EXPECT_EQ(dst->embeddings->cls_token.scalar_type(), torch::kFloat32);
   EXPECT_TRUE(torch::equal(dst->embeddings->cls_token, src->embeddings->cls_token.to(torch::kBFloat16).to(torch::kFloat32)));
+}
+
+// A run starting from a backbone folder takes the trunk's architecture from its config.json (an AIM export here:
+// no CLS token, sin-cos positions, no RoPE, no QK-Norm, no LayerScale) and keeps its own keys (is_causal,
+// drop_path_prob, image_size); a folder without config.json, or a checkpoint file, changes nothing.
+TEST(HfCheckpoint, ARunTakesTheTrunkArchitectureOfItsInitFolder) {
+  TempDir d;
+  ModelConfig aim = tiny();
+  aim.use_cls_token = false;
+  aim.use_sincos_pos_embed = true;
+  aim.use_rope = false;
+  aim.qk_norm = false;
+  aim.layerscale_value = std::nullopt;
+  aim.is_causal = false;
+  torch::manual_seed(3);
+  ViTNepaModel trunk(aim);
+  save_hf_model(d.file("aim"), trunk, HfModelConfig{aim, {}, {}, {}});
+
+  ModelConfig run = tiny();  // a NEPA fine-tuning config
+  run.is_causal = false;
+  run.drop_path_prob = 0.2;
+  run.image_size = 32;
+  const auto changed = adopt_backbone_architecture(run, d.file("aim"));
+  EXPECT_EQ(changed, (std::vector<std::string>{"model.qk_norm: true -> false", "model.layerscale_value: 1e-05 -> null",
+                                               "model.use_rope: true -> false", "model.use_cls_token: true -> false",
+                                               "model.use_sincos_pos_embed: false -> true"}));
+  EXPECT_FALSE(run.use_cls_token);
+  EXPECT_TRUE(run.use_sincos_pos_embed);
+  EXPECT_FALSE(run.layerscale_value.has_value());
+  EXPECT_DOUBLE_EQ(run.drop_path_prob, 0.2);  // the run's own
+  EXPECT_EQ(run.image_size, 32);
+  // The adopted config builds a model the export loads into strictly.
+  ViTNepaModel built(run);
+  EXPECT_NO_THROW(load_state_dict(*built, state_dict(*trunk), /*strict=*/true, "aim"));
+  EXPECT_TRUE(adopt_backbone_architecture(run, d.file("aim")).empty()) << "already the export's";
+
+  ModelConfig untouched = tiny();
+  EXPECT_TRUE(adopt_backbone_architecture(untouched, (fs::path(d.file("aim")) / "model.safetensors").string()).empty());
+  fs::create_directories(d.file("bare"));
+  EXPECT_TRUE(adopt_backbone_architecture(untouched, d.file("bare")).empty());
+  EXPECT_TRUE(untouched == tiny());
 }

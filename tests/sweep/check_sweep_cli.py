@@ -11,6 +11,8 @@ and a linear probe (nepa_finetune --init <pretraining>/final):
    progress does not start at step 1), nothing finished is rerun (files and mtimes untouched), exit 0.
 5. `report`: results.csv (a row per run, every metric), results.md, PNG plots; with a missing Python the tables
    are written and the exit is 1 with one line.
+5b. a second sweep of the same stage runs (its overrides spelled differently) trains nothing: every stage links to
+   the first sweep's finished run, and its report gives the same figures.
 6. `slurm`: the task command lines are the local ones; a 2-process stage runs as two ranks; a bad sweep file
    exits 2 naming its line.
 
@@ -231,6 +233,26 @@ os.remove(os.path.join(OUT, "results.md"))
 r = subprocess.run([EXE, "report", OUT, "--python", "/nonexistent/python"], capture_output=True, text=True)
 check(r.returncode == 1 and os.path.exists(os.path.join(OUT, "results.md")), f"report without Python: {r.returncode}")
 check(len(r.stderr.strip().splitlines()) == 1 and "no Python at /nonexistent/python" in r.stderr, r.stderr)
+
+# 5b. Another sweep with the same stages (another name, the same effective configs) trains nothing: every stage
+# run links to the finished one of the first sweep, and its report gives the same figures.
+with open(os.path.join(WORK, "again.yaml"), "w") as f:
+    f.write(SWEEP.replace("name: tiny", "name: again").replace("      all: {model.is_causal: false}\n",
+                                                                  "      all: {model.is_causal: false}\n"
+                                                                  "      pretrain: {objective.stop_grad: true}\n"))
+AGAIN = os.path.join(WORK, "again")
+out = run(["run", os.path.join(WORK, "again.yaml"), "--out", AGAIN], 0)
+check("8 stage run(s) reused from other sweeps" in out and "start " not in out, "not every stage was reused:\n" + out)
+for point in ("causal", "bidir"):
+    for seed in (1, 2):
+        for st in ("pretrain", "probe"):
+            d = os.path.join(AGAIN, point, f"seed{seed}", st)
+            check(os.path.islink(d) and os.path.realpath(d) == os.path.realpath(stage(point, seed, st)),
+                  f"{d} is not a link to the first sweep's run")
+run(["report", AGAIN, "--no-plots"], 0)
+with open(os.path.join(AGAIN, "results.csv")) as f:
+    again = list(csv.DictReader(f))
+check([r["probe_top1"] for r in again] == [r["probe_top1"] for r in rows], "the reused runs report other figures")
 
 # 6. SLURM set: task i of the probe array runs run i's local command line
 run(["slurm", SWEEP_FILE, "--out", OUT], 0)

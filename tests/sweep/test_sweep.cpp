@@ -10,6 +10,7 @@
 #include <sstream>
 
 #include "nepa/sweep/report.h"
+#include "nepa/sweep/share.h"
 #include "nepa/sweep/slurm.h"
 #include "nepa/sweep/sweep.h"
 
@@ -154,6 +155,24 @@ TEST(SweepExpand, FromEmaAndProcesses) {
   EXPECT_EQ(sw.runs[0].stages[1].processes, 1);
 }
 
+// A point may replace a stage's config (AIM's pretraining beside NEPA's); the others keep the stage's. A missing
+// file or an unknown stage is an error naming the line.
+TEST(SweepExpand, APointReplacesAStagesConfig) {
+  const fs::path dir = fresh_dir("point_config");
+  write(dir / "aim.yaml", "{}\n");
+  std::string yaml = replace(kTwoStages, "    paper: {top1: 73.6}\n", "    paper: {top1: 73.6}\n    config: {pretrain: aim.yaml}\n");
+  const Sweep sw = expand(parse_in(dir, yaml), (dir / "out").string(), "/b");
+  for (const auto& r : sw.runs) {
+    EXPECT_EQ(r.stages[0].command[2], (dir / (r.point == "bidir" ? "aim.yaml" : "pre.yaml")).string()) << r.point;
+    EXPECT_EQ(r.stages[1].command[2], (dir / "probe.yaml").string()) << r.point;
+  }
+  std::string msg = error_of(dir, replace(yaml, "config: {pretrain: aim.yaml}", "config: {pretrain: nope.yaml}"));
+  EXPECT_NE(msg.find(":21: config " + (dir / "nope.yaml").string() + ": no such file"), std::string::npos) << msg;
+  msg = error_of(dir, replace(yaml, "config: {pretrain: aim.yaml}", "config: {finetune: aim.yaml}"));
+  EXPECT_NE(msg.find("finetune"), std::string::npos) << msg;
+  EXPECT_NE(msg.find(":21:"), std::string::npos) << msg;
+}
+
 TEST(SweepExpand, GridNamesAreReadableAndUnique) {
   const fs::path dir = fresh_dir("grid");
   std::string yaml = kTwoStages;
@@ -237,11 +256,13 @@ TEST(SweepFile, OverridesAreCheckedAgainstTheConfigs) {
   const std::string src = NEPA_SOURCE_DIR;
   write(dir / "pre.yaml", "base: " + src + "/configs/pretrain/fmnist_tiny.yaml\n");
   write(dir / "probe.yaml", "base: " + src + "/configs/finetune/fmnist_tiny_linprobe.yaml\n");
-  EXPECT_NO_THROW(check_configs(expand(parse_in(dir, kTwoStages), (dir / "out").string(), "/b")));
+  Sweep good = expand(parse_in(dir, kTwoStages), (dir / "out").string(), "/b");
+  EXPECT_NO_THROW(check_configs(good));
   const std::string typo =
       replace(kTwoStages, "all: {data.crop_scale: [0.8, 1.0]}", "all: {data.crop_scael: [0.8, 1.0]}");
   try {
-    check_configs(expand(parse_in(dir, typo), (dir / "out").string(), "/b"));
+    Sweep bad = expand(parse_in(dir, typo), (dir / "out").string(), "/b");
+    check_configs(bad);
     FAIL() << "no error";
   } catch (const SweepError& e) {
     const std::string what = e.what();
@@ -411,6 +432,58 @@ TEST(SweepResume, EditedStagesAreRefusedNotSkipped) {
     msg = e.what();
   }
   EXPECT_NE(msg.find(sw.runs[1].stages[1].dir + " finished, but an earlier stage"), std::string::npos) << msg;
+}
+
+// A stage run finished by one sweep is reused by another whose stage has the same effective config (however its
+// overrides spell it) and the same upstream: the stage directory becomes a link to it. A stage that differs in any
+// key is not linked, nor is anything downstream of it; a link whose identity is no longer the stage's is refused.
+TEST(SweepShare, AFinishedStageIsReusedByAnotherSweepWithTheSameEffectiveConfig) {
+  const fs::path dir = fresh_dir("share");
+  const std::string src = NEPA_SOURCE_DIR;
+  write(dir / "pre.yaml", "base: " + src + "/configs/pretrain/fmnist_tiny.yaml\n");
+  write(dir / "probe.yaml", "base: " + src + "/configs/finetune/fmnist_tiny_linprobe.yaml\n");
+  Sweep a = expand(parse_in(dir, kTwoStages), (dir / "sweeps" / "a").string(), "/b");
+  check_configs(a);
+  for (const auto& r : a.runs)
+    for (const auto& s : r.stages) {
+      write(fs::path(s.dir) / kAttemptStamp, command_stamp(s.command));
+      write(fs::path(s.dir) / kDoneMarker, "{}\n");
+    }
+  register_finished(a);
+  EXPECT_EQ(shared_root(a), (dir / "sweeps" / ".shared").string());
+
+  // B restates A's causal point with a default spelled out, and has a point that differs from A's bidir in one key.
+  std::string yaml = kTwoStages;
+  yaml = replace(yaml, "name: demo", "name: b");
+  yaml = replace(yaml, "pretrain: {model.is_causal: true}", "pretrain: {model.is_causal: true, objective.stop_grad: true}");
+  yaml = replace(yaml, "      all: {data.crop_scale: [0.8, 1.0]}\n", "");
+  Sweep b = expand(parse_in(dir, yaml), (dir / "sweeps" / "b").string(), "/b");
+  check_configs(b);
+  EXPECT_EQ(link_shared(b), 4);  // causal: pretrain and probe, seeds 11 and 12
+  for (size_t i = 0; i < b.runs.size(); ++i)
+    for (size_t k = 0; k < 2; ++k) {
+      const StageRun& s = b.runs[i].stages[k];
+      if (b.runs[i].point == "causal") {
+        ASSERT_TRUE(fs::is_symlink(s.dir)) << s.dir;
+        EXPECT_EQ(fs::read_symlink(s.dir).string(), a.runs[i].stages[k].dir) << "the same point and seed";
+        EXPECT_EQ(s.identity, a.runs[i].stages[k].identity);
+      } else {
+        EXPECT_FALSE(fs::exists(s.dir)) << s.dir;
+        EXPECT_NE(s.identity, a.runs[i].stages[k].identity);
+      }
+    }
+  EXPECT_NE(b.runs[0].stages[0].identity, b.runs[1].stages[0].identity) << "the seed is part of the config";
+  EXPECT_NO_THROW(check_finished_stages(b));
+  EXPECT_EQ(link_shared(b), 0) << "linking twice changes nothing";
+
+  write(fs::path(a.runs[0].stages[0].dir) / kIdentityFile, "0123456789abcdef");
+  std::string msg;
+  try {
+    check_finished_stages(b);
+  } catch (const SweepError& e) {
+    msg = e.what();
+  }
+  EXPECT_NE(msg.find(b.runs[0].stages[0].dir + " is linked to " + a.runs[0].stages[0].dir), std::string::npos) << msg;
 }
 
 }  // namespace

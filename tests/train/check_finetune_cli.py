@@ -81,6 +81,19 @@ def run(args, timeout=300):
     return r.stdout
 
 
+def yaml_model(path):
+    """The scalar keys of the model section of a run's config.yaml (values as written), without a YAML library."""
+    out, inside = {}, False
+    for line in open(path):
+        if not line.startswith(" "):
+            inside = line.startswith("model:")
+            continue
+        m = re.match(r"^  (\w+): ([^#\s]+)", line)
+        if inside and m:
+            out[m.group(1)] = m.group(2)
+    return out
+
+
 def evals(run_dir):
     return [json.loads(l) for l in open(os.path.join(run_dir, "metrics.jsonl")) if '"kind":"eval"' in l]
 
@@ -156,6 +169,24 @@ def main():
     check(r.returncode != 0 and "final_ema/" in r.stdout and "not a training checkpoint" in r.stdout,
           f"init_ema on an export: exit {r.returncode}\n{r.stdout[-1500:]}")
     print("pretraining EMA: final_ema/ = the checkpoint's EMA; both start the same fine-tune; misuse named")
+
+    # ---- 1c. a backbone of another architecture (AIM's trunk): taken from its config.json ---------------------
+    tool = os.path.join(os.path.dirname(finetune), "nepa_tool")
+    aim = os.path.join(work, "aim_trunk")
+    run([tool, "init", "--config", pcfg, "--output", aim, "--set", "model.use_cls_token=false", "--set",
+         "model.use_sincos_pos_embed=true", "--set", "model.use_rope=false", "--set", "model.qk_norm=false",
+         "--set", "model.pos_embed_rescale=null"])
+    out = run([finetune, "--config", fcfg, "--output-dir", os.path.join(work, "from_aim"), "--init", aim] + short)
+    line = next((l for l in out.splitlines() if "keys taken from finetune.init's config.json" in l), "")
+    for change in ("model.qk_norm: true -> false", "model.use_rope: true -> false",
+                   "model.use_cls_token: true -> false", "model.use_sincos_pos_embed: false -> true"):
+        check(change in line, f"'{change}' not in the adoption line:\n{line or out[:3000]}")
+    check("new, not in finetune.init (4): classifier.bias, classifier.weight, fc_norm.bias, fc_norm.weight" in out,
+          "the AIM trunk should load whole, only the head new:\n" + out[:3000])
+    saved = yaml_model(os.path.join(work, "from_aim", "config.yaml"))
+    check(saved.get("use_cls_token") == "false" and saved.get("use_sincos_pos_embed") == "true",
+          f"the run's config.yaml should hold the adopted architecture: {saved}")
+    print("an AIM trunk fine-tunes without restating model.*: " + line.split("config.json", 1)[-1].strip())
 
     # ---- 2. --eval-only reproduces the logged figures --------------------------------------------------------
     for weights, key in (("final", "top1"), ("final_ema", "ema_top1")):

@@ -23,4 +23,13 @@ HfModelConfig parse_hf_config(const std::string& json_text, const std::string& n
 std::string to_hf_config_json(const HfModelConfig& config);
 void write_hf_config(const HfModelConfig& config, const std::string& path);
 
+// A fine-tuning or segmentation run starts from a backbone folder (`init`, with its config.json) and takes the
+// keys of model.* that define the trunk's tensors and computation from it, as the release builds its classifier
+// from the pretrained config: sizes, activation and gating, q/k/v bias, QK-Norm, LayerNorm epsilon, LayerScale,
+// RoPE / absolute / sin-cos positions, CLS token. The run's own keys (is_causal, drop_path_prob, dropout,
+// image_size, position augmentation, mask token) stay as its config says. Returns one line per key that changed
+// ("model.use_cls_token: true -> false"), for the log; nothing when `init` is not a folder with a config.json (a
+// training checkpoint), or when the config already agrees.
+std::vector<std::string> adopt_backbone_architecture(ModelConfig& model, const std::string& init);
+
 }  // namespace nepa

@@ -40,6 +40,7 @@ struct StageSpec {
 struct PointSpec {
   std::string name;
   std::map<std::string, std::vector<Override>> set;  // stage name, or "all" for every stage
+  std::map<std::string, std::string> config;         // stage name -> a config replacing the stage's (absolute)
   std::map<std::string, double> paper;               // metric name -> the paper's figure
   int line = 0;
 };
@@ -75,6 +76,7 @@ struct StageRun {
   std::vector<int> override_lines;   // sweep-file line of each --set, in command order (for errors)
   int processes = 1;
   int upstream = -1;  // index of the `from` stage in Run::stages
+  std::string identity;  // what decides its result, hashed (check_configs; share.h)
 };
 
 struct Run {
@@ -94,8 +96,9 @@ struct Sweep {
 Sweep expand(const SweepSpec& spec, const std::string& sweep_dir, const std::string& bin_dir);
 
 // Loads every stage run's effective config (its config file plus all overrides) as the app will, so that a
-// mistyped key in the sweep fails now and not hours later when a downstream stage starts.
-void check_configs(const Sweep& sweep);
+// mistyped key in the sweep fails now and not hours later when a downstream stage starts; and sets each stage
+// run's identity from it (share.h).
+void check_configs(Sweep& sweep);
 
 // <sweep dir>/sweep.json: the expansion, so `report` works on the directory alone.
 void write_sweep_json(const Sweep& sweep);
@@ -116,7 +119,8 @@ bool stage_done(const StageRun& s);
 std::string command_stamp(const std::vector<std::string>& command);
 // Refuses (SweepError) a sweep directory whose finished stages no longer match the file: a stage that finished
 // with another command line (the sweep file was edited: a budget, an override) or after an earlier stage of its
-// run that is not finished now. Skipping those would report old results as the new file's.
+// run that is not finished now; a stage linked to another sweep's run (share.h) whose identity is no longer this
+// stage's. Skipping those would report old results as the new file's.
 void check_finished_stages(const Sweep& sweep);
 
 }  // namespace nepa::sweep
