@@ -18,6 +18,7 @@
 #include "nepa/data/subset.h"
 #include "nepa/data/transforms.h"
 #include "nepa/model/classifier.h"
+#include "nepa/train/autocast.h"
 #include "nepa/train/finetune_task.h"
 #include "nepa/train/runtime.h"
 #include "nepa/train/trainer.h"
@@ -73,7 +74,11 @@ int run(const LoadedConfig& loaded, const std::vector<std::string>& adopted, con
     if (weights.empty()) throw std::runtime_error("--eval-only needs --weights (an HF folder or a checkpoint)");
     ViTNepaForImageClassification model = load_for_eval(weights, cfg);
     model->to(rt.device);
-    ClassificationResult r = evaluate_on(model, eval_set, cfg, rt.device, rt.comm_ptr());
+    ClassificationResult r;
+    {
+      AutocastScope scope(cfg.train.precision == "bf16", rt.device.type());  // as the loop's evaluations
+      r = evaluate_on(model, eval_set, cfg, rt.device, rt.comm_ptr());
+    }
     spdlog::info("{}: top-1 {:.2f}% top-5 {:.2f}% on {} images of '{}'", weights, r.top1_pct(), r.top5_pct(), r.count,
                  cfg.data.eval_split);
     if (rt.is_main()) {

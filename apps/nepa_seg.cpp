@@ -19,6 +19,7 @@
 #include "nepa/eval/seg_evaluate.h"
 #include "nepa/eval/seg_render.h"
 #include "nepa/eval/segmentation.h"
+#include "nepa/train/autocast.h"
 #include "nepa/train/runtime.h"
 #include "nepa/train/seg_task.h"
 #include "nepa/train/trainer.h"
@@ -59,7 +60,11 @@ int eval_only(const Runtime& rt, Config cfg, const std::string& weights) {
   if (eval_set->num_classes() != model->num_classes())
     throw std::runtime_error(fmt::format("{} predicts {} classes but data.eval_split '{}' has {}", weights,
                                          model->num_classes(), cfg.data.eval_split, eval_set->num_classes()));
-  const SegEvaluation result = evaluate_segmenter(model, *eval_set, cfg, rt.device, rt.comm_ptr());
+  SegEvaluation result;
+  {
+    AutocastScope scope(cfg.train.precision == "bf16", rt.device.type());  // as the loop's evaluations
+    result = evaluate_segmenter(model, *eval_set, cfg, rt.device, rt.comm_ptr());
+  }
   const SegMetrics& m = result.metrics;
   const int64_t n = result.images;
   spdlog::info("{}: mIoU {:.2f} mAcc {:.2f} aAcc {:.2f} on {} images of '{}' ({}{})", weights, m.miou, m.macc, m.aacc,

@@ -53,6 +53,11 @@ Runtime start_runtime(const LoadedConfig& loaded, const std::string& log_file) {
   rt.threads = configure_threads(cfg.train.threads, rt.launch.local_world_size);
   const int gpus = torch::cuda::is_available() ? static_cast<int>(torch::cuda::device_count()) : 0;
   rt.device = parse_device(dist::device_for_rank(cfg.train.device, rt.launch, gpus));
+  // Set either way: LibTorch's own defaults differ between matmuls (IEEE) and cuDNN convolutions (TF32).
+  at::globalContext().setAllowTF32CuBLAS(cfg.train.tf32);
+  at::globalContext().setAllowTF32CuDNN(cfg.train.tf32);
+  if (rt.device.is_cuda())
+    spdlog::info("float32 matmuls and convolutions: {} (train.tf32)", cfg.train.tf32 ? "TF32" : "IEEE float32");
   // The model's randomness (init, drop-path, dropout, RoPE augmentation, masking) differs per rank, or every
   // replica would draw the same masks for its own samples; init differences do not matter (rank 0's weights are
   // broadcast). The data order does not come from here: it is global (data/loader).

@@ -323,8 +323,14 @@ TrainResult train(const Config& cfg, TrainTask& task, DataLoader& loader, const 
       result.checkpoint = checkpoints.path_for_step(state.step);
     }
   };
+  // Evaluations (k-NN, validation, segmentation) run under the training's precision, as the release's Trainer
+  // evaluates under its autocast.
   auto evaluate = [&]() {
-    auto figures = task.evaluate(state.step);
+    std::vector<std::pair<std::string, double>> figures;
+    {
+      AutocastScope scope(autocast, device_type);
+      figures = task.evaluate(state.step);
+    }
     if (figures.empty()) return;
     std::string line;
     for (const auto& [k, v] : figures) line += fmt::format(" {} {:.4f}", k, v);

@@ -7,6 +7,7 @@
 #include "dist/run_ranks.h"
 #include "nepa/io/atomic_file.h"
 #include "nepa/io/safetensors.h"
+#include "nepa/train/autocast.h"
 #include "nepa/train/checkpoint.h"
 #include "nepa/train/signals.h"
 #include "train_test_util.h"
@@ -321,6 +322,29 @@ TEST(Trainer, Bf16AutocastOnCpuTrains) {
   train(f, *ref.task, *ref.loader, {});
   EXPECT_NE(run.task->losses[0], ref.task->losses[0]);
   EXPECT_NEAR(run.task->losses[0], ref.task->losses[0], 0.05);
+}
+
+// Evaluations run under the training's precision (bf16: autocast, as the release's Trainer evaluates), and the
+// scopes nest: an evaluation's own scope inside the loop's leaves the loop's autocast as it found it.
+TEST(Trainer, EvaluationsRunUnderTheTrainingsPrecision) {
+  test::TempDir dir;
+  for (const char* precision : {"bf16", "fp32"}) {
+    Config c = tiny_train_config(dir.file(precision));
+    c.train.precision = precision;
+    c.schedule.max_steps = 2;
+    auto run = make_tiny_run(c);
+    train(c, *run.task, *run.loader, {});
+    ASSERT_EQ(run.task->eval_under_autocast.size(), 1u);  // the evaluation at the end
+    EXPECT_EQ(run.task->eval_under_autocast[0], std::string(precision) == "bf16") << precision;
+    EXPECT_FALSE(at::autocast::is_autocast_enabled(c10::DeviceType::CPU)) << "left on after the run";
+  }
+  {
+    AutocastScope outer(true, c10::DeviceType::CPU);
+    { AutocastScope inner(true, c10::DeviceType::CPU); }
+    EXPECT_TRUE(at::autocast::is_autocast_enabled(c10::DeviceType::CPU));
+    EXPECT_EQ(at::autocast::get_autocast_dtype(c10::DeviceType::CPU), at::kBFloat16);
+  }
+  EXPECT_FALSE(at::autocast::is_autocast_enabled(c10::DeviceType::CPU));
 }
 
 // metrics.jsonl that cannot be opened stops the run before the first step; one whose writes fail (/dev/full: the

@@ -1,6 +1,7 @@
 // A tiny synthetic training setup shared by the training-loop tests.
 #pragma once
 
+#include <ATen/autocast_mode.h>
 #include <torch/torch.h>
 
 #include <chrono>
@@ -64,6 +65,7 @@ class RecordingTask : public PretrainTask {
     return out;
   }
   std::vector<std::pair<std::string, double>> evaluate(int64_t step) override {
+    eval_under_autocast.push_back(at::autocast::is_autocast_enabled(c10::DeviceType::CPU));
     if (signal_in_eval_at == step) std::raise(signal_to_raise);  // e.g. during the k-NN at init
     return PretrainTask::evaluate(step);
   }
@@ -78,6 +80,7 @@ class RecordingTask : public PretrainTask {
     if (hooked_) model()->embeddings->cls_token.remove_hook(hook_);
   }
   std::vector<double> losses;
+  std::vector<bool> eval_under_autocast;  // one per evaluate()
   int64_t forwards = 0, nan_at_forward = -1, inf_grad_at_forward = -1, signal_after_step = -1,
           signal_at_forward = -1, signal_in_eval_at = -1;
   int signal_to_raise = SIGTERM;

@@ -256,6 +256,7 @@ struct ScheduleConfig {
 struct TrainConfig {
   std::string device = "cpu";
   std::string precision = "fp32";
+  bool tf32 = false;
   int total_batch = 4096;
   int micro_batch = 64;
   long long seed = 1337;
@@ -269,7 +270,9 @@ struct TrainConfig {
   template <class Self, class V>
   static void visit(Self& self, V& v) {
     v("device", self.device, "cpu | cuda | cuda:N");
-    v("precision", self.precision, "fp32 | bf16 (autocast)");
+    v("precision", self.precision, "fp32 | bf16 (autocast; evaluations and k-NN run under it too)");
+    v("tf32", self.tf32,
+      "CUDA: float32 matmuls and convolutions in TF32 (faster on Ampere and later, ~3 digits); false = IEEE float32");
     v("total_batch", self.total_batch, "images per optimizer step over all processes");
     v("micro_batch", self.micro_batch, "images per forward/backward on one process (accumulation fills the rest)");
     v("seed", self.seed, "seed of weights, data order and augmentation");
