@@ -28,7 +28,8 @@ class Ema {
   // The same in two halves, for a loop that learns only later whether a step was good (train()): the buffers
   // (e.g. BatchNorm's running statistics) change in the next step's forward, so they are averaged as the step
   // ends; the parameters change only in the next optimizer step, so they can wait until the step's figures are
-  // read. Either order gives update()'s result bit for bit.
+  // read. Either order gives update()'s result bit for bit. (So a step found non-finite leaves the parameters'
+  // average as it was, while the buffers' has taken that step, as the model's own buffers have.)
   void update_buffers(int64_t step);
   void update_parameters(int64_t step);
   // Writes the averaged weights into `target` (same parameter and buffer names as the tracked module).
