@@ -160,24 +160,14 @@ void write_hf_config(const HfModelConfig& config, const std::string& path) {
   write_text_atomic(path, text);
 }
 
-namespace {
-
-std::string show(bool v) { return v ? "true" : "false"; }
-std::string show(int v) { return std::to_string(v); }
-std::string show(int64_t v) { return std::to_string(v); }
-std::string show(double v) { return fmt::format("{}", v); }
-std::string show(const std::string& v) { return v; }
-std::string show(const std::optional<double>& v) { return v ? fmt::format("{}", *v) : "null"; }
-
-}  // namespace
-
 std::vector<std::string> adopt_backbone_architecture(ModelConfig& model, const std::string& init) {
   if (init.empty() || !fs::is_directory(init) || !fs::exists(fs::path(init) / "config.json")) return {};
   const ModelConfig from = read_hf_config((fs::path(init) / "config.json").string()).model;
   std::vector<std::string> changed;
   auto adopt = [&](const char* key, auto& mine, const auto& theirs) {
     if (mine == theirs) return;
-    changed.push_back(fmt::format("model.{}: {} -> {}", key, show(mine), show(theirs)));
+    // As the config file spells them (config.yaml, --set).
+    changed.push_back(fmt::format("model.{}: {} -> {}", key, encode_value(mine), encode_value(theirs)));
     mine = theirs;
   };
   adopt("patch_size", model.patch_size, from.patch_size);

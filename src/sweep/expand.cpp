@@ -114,6 +114,11 @@ void check_configs(Sweep& sweep) {
     }
 }
 
+std::string read_text(const std::string& path) {
+  std::ifstream in(path);
+  return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+}
+
 std::string shell_quote(const std::string& s) {
   if (!s.empty() && s.find_first_not_of("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_./=+:,@%-") ==
                         std::string::npos)
@@ -152,16 +157,13 @@ void check_finished_stages(const Sweep& sweep) {
                                      remove));
       if (fs::is_symlink(s.dir)) {
         // Linked to another sweep's run of the same identity (share.h): its command line is that sweep's.
-        std::ifstream id(fs::path(s.dir) / kIdentityFile);
-        const std::string was((std::istreambuf_iterator<char>(id)), std::istreambuf_iterator<char>());
-        if (was != s.identity)
+        if (read_text((fs::path(s.dir) / kIdentityFile).string()) != s.identity)
           throw SweepError(fmt::format("sweep error: {} is linked to {}, whose config is no longer this stage's: "
                                        "remove the link to run it here",
                                        s.dir, fs::read_symlink(s.dir).string()));
         continue;
       }
-      std::ifstream in(fs::path(s.dir) / kAttemptStamp);
-      const std::string was((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+      const std::string was = read_text((fs::path(s.dir) / kAttemptStamp).string());
       if (was != command_stamp(s.command)) {
         // The first argument that differs, so that the message says what changed.
         std::istringstream old_args(was);

@@ -3,22 +3,11 @@
 #include <spdlog/spdlog.h>
 
 #include <filesystem>
-#include <fstream>
-#include <iterator>
 
 #include "nepa/io/atomic_file.h"
 
 namespace nepa::sweep {
 namespace fs = std::filesystem;
-
-namespace {
-
-std::string slurp(const fs::path& p) {
-  std::ifstream in(p);
-  return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-}
-
-}  // namespace
 
 std::string shared_root(const Sweep& sweep) { return (fs::path(sweep.dir).parent_path() / ".shared").string(); }
 
@@ -26,11 +15,11 @@ void register_stage(const Sweep& sweep, const StageRun& s) {
   if (s.identity.empty() || fs::is_symlink(s.dir) || !stage_done(s)) return;
   const fs::path root = shared_root(sweep);
   fs::create_directories(root);
-  if (slurp(fs::path(s.dir) / kIdentityFile) != s.identity)
+  if (read_text((fs::path(s.dir) / kIdentityFile).string()) != s.identity)
     write_text_atomic((fs::path(s.dir) / kIdentityFile).string(), s.identity);
   const fs::path entry = root / s.identity;
   // The first finished run of an identity stays its registered one: links already made point there.
-  if (fs::exists(entry) && fs::exists(fs::path(slurp(entry)))) return;
+  if (fs::exists(entry) && fs::exists(fs::path(read_text(entry.string())))) return;
   write_text_atomic(entry.string(), fs::absolute(s.dir).lexically_normal().string());
 }
 
@@ -54,8 +43,8 @@ int link_shared(const Sweep& sweep) {
       if (s.upstream >= 0 && !stage_done(run.stages[s.upstream])) continue;
       const fs::path entry = root / s.identity;
       if (!fs::exists(entry)) continue;
-      const fs::path target = slurp(entry);
-      if (!fs::exists(target / kDoneMarker) || slurp(target / kIdentityFile) != s.identity) continue;
+      const fs::path target = read_text(entry.string());
+      if (!fs::exists(target / kDoneMarker) || read_text((target / kIdentityFile).string()) != s.identity) continue;
       fs::create_directories(dir.parent_path());
       fs::create_directory_symlink(target, dir);
       spdlog::info("reuse {}/seed{}/{}: {} (the same effective config{})", run.point, run.seed, s.stage,

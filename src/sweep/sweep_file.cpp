@@ -110,6 +110,16 @@ class Reader {
   std::string file_;
 };
 
+// A config file named in the sweep file (a stage's, or a point's replacement): relative to the sweep file's folder,
+// and it must exist.
+std::string config_path(const Reader& r, const YAML::Node& n, const std::string& base_dir, const std::string& what) {
+  fs::path config = r.str(n, what);
+  if (config.is_relative()) config = fs::path(base_dir) / config;
+  config = config.lexically_normal();
+  if (!fs::is_regular_file(config)) r.fail(n, "config " + config.string() + ": no such file");
+  return config.string();
+}
+
 StageSpec read_stage(const Reader& r, const YAML::Node& n, const std::string& base_dir,
                      const std::vector<StageSpec>& earlier) {
   r.keys(n, "stage", {"name", "app", "config", "set", "processes", "from", "from_ema", "sbatch"},
@@ -123,11 +133,7 @@ StageSpec read_stage(const Reader& r, const YAML::Node& n, const std::string& ba
   s.app = r.str(n["app"], "app");
   if (s.app != "nepa_pretrain" && s.app != "nepa_finetune" && s.app != "nepa_seg")
     r.fail(n["app"], "app '" + s.app + "': expected nepa_pretrain, nepa_finetune or nepa_seg");
-  fs::path config = r.str(n["config"], "config");
-  if (config.is_relative()) config = fs::path(base_dir) / config;
-  config = config.lexically_normal();
-  if (!fs::is_regular_file(config)) r.fail(n["config"], "config " + config.string() + ": no such file");
-  s.config = config.string();
+  s.config = config_path(r, n["config"], base_dir, "config");
   if (n["set"]) s.set = r.overrides(n["set"], "stage " + s.name + " set");
   if (n["processes"]) {
     s.processes = static_cast<int>(r.integer(n["processes"], "processes"));
@@ -168,13 +174,8 @@ std::map<std::string, std::string> read_point_config(const Reader& r, const YAML
   for (const auto& s : stages) known.insert(s.name);
   r.keys(n, where + " config (keys are stage names)", known);
   std::map<std::string, std::string> out;
-  for (const auto& kv : n) {
-    fs::path config = r.str(kv.second, where + " config." + kv.first.Scalar());
-    if (config.is_relative()) config = fs::path(base_dir) / config;
-    config = config.lexically_normal();
-    if (!fs::is_regular_file(config)) r.fail(kv.second, "config " + config.string() + ": no such file");
-    out[kv.first.Scalar()] = config.string();
-  }
+  for (const auto& kv : n)
+    out[kv.first.Scalar()] = config_path(r, kv.second, base_dir, where + " config." + kv.first.Scalar());
   return out;
 }
 

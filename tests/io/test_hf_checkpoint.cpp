@@ -122,7 +122,7 @@ TEST(HfCheckpoint, ARunTakesTheTrunkArchitectureOfItsInitFolder) {
   run.drop_path_prob = 0.2;
   run.image_size = 32;
   const auto changed = adopt_backbone_architecture(run, d.file("aim"));
-  EXPECT_EQ(changed, (std::vector<std::string>{"model.qk_norm: true -> false", "model.layerscale_value: 1e-05 -> null",
+  EXPECT_EQ(changed, (std::vector<std::string>{"model.qk_norm: true -> false", "model.layerscale_value: 1.0e-05 -> null",
                                                "model.use_rope: true -> false", "model.use_cls_token: true -> false",
                                                "model.use_sincos_pos_embed: false -> true"}));
   EXPECT_FALSE(run.use_cls_token);

@@ -105,6 +105,8 @@ void write_sweep_json(const Sweep& sweep);
 Sweep read_sweep_json(const std::string& sweep_dir);
 
 std::string shell_quote(const std::string& s);
+// A small file's whole text; "" when it does not exist (nepa_sweep's own markers and stamps).
+std::string read_text(const std::string& path);
 std::string shell_command(const std::vector<std::string>& argv);
 
 // The files nepa_sweep keeps in a stage's run directory beside the app's own.
