@@ -29,11 +29,15 @@ int run(const LoadedConfig& loaded, const std::string& resume, bool dry_run) {
   const Config& cfg = loaded.config;
   if (dry_run) {
     ViTNepaModel model(cfg.model);
+    const int64_t side = cfg.model.image_size / cfg.model.patch_size;
     std::cout << to_yaml(cfg) << "# model: " << count_parameters(*model) << " parameters ("
-              << cfg.model.num_hidden_layers << " blocks, width " << cfg.model.hidden_size << ", "
-              << (cfg.model.image_size / cfg.model.patch_size) * (cfg.model.image_size / cfg.model.patch_size)
-              << " patches + CLS)\n"
-              << "# accumulation: " << cfg.train.total_batch / cfg.train.micro_batch << " micro-batches of "
+              << cfg.model.num_hidden_layers << " blocks, width " << cfg.model.hidden_size << ", " << side * side
+              << (cfg.model.use_cls_token ? " patches + CLS)\n" : " patches)\n");
+    // What the objective trains beside the backbone (AIM's pixel head) costs memory and time too.
+    for (const auto& [name, module] : make_objective(cfg)->modules())
+      std::cout << "# objective " << cfg.objective.name << ": " << name << " " << count_parameters(*module)
+                << " parameters\n";
+    std::cout << "# accumulation: " << cfg.train.total_batch / cfg.train.micro_batch << " micro-batches of "
               << cfg.train.micro_batch << " per optimizer step (divided among the processes of a launch)\n"
               << "# " << describe_clipping(cfg.optim) << "\n# " << describe_ema(cfg.train) << "\n# "
               << describe_eval_view(cfg.data) << " (the k-NN readout)\n";

@@ -211,4 +211,16 @@ TEST(Config, ShippedConfigsLoad) {
   EXPECT_EQ(vitl.model.hidden_size, 1024);
   EXPECT_TRUE(vitl.model.qk_norm_affine);
   EXPECT_EQ(vitl.train.total_batch, 4096);  // inherited from vitb.yaml
+  // AIM at ViT-B: the release's trunk switches over NEPA-B's recipe, which it inherits.
+  Config aim = load_config(nepa::test::source_path("configs/pretrain/aim_vitb.yaml")).config;
+  EXPECT_EQ(aim.objective.name, "aim");
+  EXPECT_FALSE(aim.model.use_cls_token);
+  EXPECT_TRUE(aim.model.use_sincos_pos_embed);
+  EXPECT_FALSE(aim.model.use_rope);
+  EXPECT_EQ(aim.model.hidden_size, 768);
+  EXPECT_EQ(aim.objective.aim.head_blocks, 6);
+  EXPECT_EQ(aim.objective.aim.head_width, 1024);
+  EXPECT_EQ(aim.data.mean, (std::vector<double>{0.485, 0.456, 0.406}));
+  EXPECT_EQ(aim.train.total_batch, 4096);
+  EXPECT_DOUBLE_EQ(aim.optim.base_lr, vitb.optim.base_lr);
 }
