@@ -11,6 +11,8 @@
 
 #include <filesystem>
 #include <fstream>
+#include <iostream>
+#include <map>
 #include <random>
 #include <string>
 
@@ -20,6 +22,28 @@ namespace nepa::test {
 
 inline double max_abs_diff(const torch::Tensor& a, const torch::Tensor& b) {
   return (a.to(torch::kFloat64) - b.to(torch::kFloat64)).abs().max().item<double>();
+}
+
+// Every "grad.<name>" of a reference fixture against grads[name], within tol relative to the reference's largest
+// entry (absolute below 1); every gradient must be compared, none missing or undefined. Prints the count and the
+// worst difference.
+inline void expect_gradients_match(std::map<std::string, torch::Tensor> grads,
+                                   const std::map<std::string, torch::Tensor>& expected, double tol) {
+  size_t n = 0;
+  double worst = 0;
+  for (const auto& [key, value] : expected) {
+    if (key.rfind("grad.", 0) != 0) continue;
+    const std::string name = key.substr(5);
+    ASSERT_TRUE(grads.count(name)) << name;
+    ASSERT_TRUE(grads[name].defined()) << name << " has no gradient";
+    const double d = max_abs_diff(grads[name], value);
+    const double scale = value.abs().max().item<double>();
+    EXPECT_LE(d, std::max(tol * std::max(scale, 1.0), 1e-9)) << name << " (max |g| " << scale << ")";
+    worst = std::max(worst, d);
+    ++n;
+  }
+  EXPECT_EQ(n, grads.size()) << "every parameter's gradient is compared";
+  std::cout << "  " << n << " gradients, worst absolute difference " << worst << "\n";
 }
 
 // A fresh directory under the system temp dir, removed at scope exit.

@@ -13,6 +13,7 @@
 #include <regex>
 #include <sstream>
 
+#include "checker.h"
 #include "codec.h"
 #include "nepa/io/atomic_file.h"
 
@@ -21,20 +22,6 @@ namespace fs = std::filesystem;
 using namespace config_detail;
 
 namespace {
-
-// The origin of a key is the file that set it, or of its nearest ancestor that was set as a whole.
-std::string origin_of(const ConfigOrigins& origins, const std::string& path) {
-  std::string p = path;
-  while (true) {
-    auto it = origins.find(p);
-    if (it != origins.end()) return it->second;
-    auto dot = p.rfind('.');
-    if (dot == std::string::npos) break;
-    p = p.substr(0, dot);
-  }
-  auto it = origins.find("");
-  return it != origins.end() ? it->second : "defaults";
-}
 
 std::string origin_fn(const void* ctx, const std::string& path) {
   return origin_of(*static_cast<const ConfigOrigins*>(ctx), path);
@@ -217,14 +204,6 @@ LoadedConfig decode(YAML::Node tree, ConfigOrigins origins, const std::vector<st
   return out;
 }
 
-// Validation helpers: each failure names the key and the file that set it.
-struct Checker {
-  const ConfigOrigins* origins;
-  std::string where;  // used when origins is null
-  void require(bool ok, const std::string& path, const std::string& what) const {
-    if (!ok) fail(origins ? origin_of(*origins, path) : where, path, what);
-  }
-};
 
 void validate_model(const ModelConfig& m, const Checker& c, const std::string& p) {
   c.require(m.patch_size > 0, p + "patch_size", "must be positive, got " + std::to_string(m.patch_size));
@@ -265,89 +244,18 @@ void validate_model(const ModelConfig& m, const Checker& c, const std::string& p
             "prompt tokens are not supported (every release uses 0), got " + std::to_string(m.num_prompt_token));
 }
 
-// Each field of a section as its YAML text, by key: how a value is compared with its default.
-struct FieldTexts {
-  std::map<std::string, std::string> text;
-  template <class T>
-  void operator()(const char* key, const T& field, const char*) {
-    text[key] = encode_value(field);
-  }
-};
-
-// Keys of one objective set (to a value other than the default) in a run of another are errors naming the key:
-// they would be ignored. A restated default is accepted, so the effective config that to_yaml dumps (which lists
-// every key of every objective) reloads.
-void reject_foreign_objective_keys(const ObjectiveConfig& o, const Checker& c) {
-  const ObjectiveKind kind = objective_kind(o.name, c.origins ? origin_of(*c.origins, "objective.name") : c.where);
-  if (kind != ObjectiveKind::kAim) {
-    FieldTexts set, defaults;
-    AimConfig::visit(o.aim, set);
-    const AimConfig default_aim;
-    AimConfig::visit(default_aim, defaults);
-    for (const auto& [key, text] : set.text)
-      c.require(text == defaults.text[key], "objective.aim." + key,
-                "an AIM key, but objective.name is " + o.name + " (remove it or set objective.name: aim)");
-  }
-  if (kind != ObjectiveKind::kNepa) {
-    const ObjectiveConfig d;
-    c.require(o.shift == d.shift, "objective.shift", "a NEPA key that objective " + o.name + " does not use");
-    c.require(o.stop_grad == d.stop_grad, "objective.stop_grad", "a NEPA key that objective " + o.name + " does not use");
-    c.require(o.mask_ratio == d.mask_ratio, "objective.mask_ratio",
-              "a NEPA key that objective " + o.name + " does not use");
-  }
-}
-
-// AIM's trunk and head (NEPA-SPEC §8; the facts are cited in src/objective/aim.cpp).
-void validate_aim(const Config& cfg, const Checker& c) {
-  const AimConfig& a = cfg.objective.aim;
-  const ModelConfig& m = cfg.model;
-  const int n = (m.image_size / m.patch_size) * (m.image_size / m.patch_size);
-  c.require(!m.use_cls_token, "model.use_cls_token",
-            "AIM's trunk has no CLS token (aim-v1/aim/v1/torch/models.py: ViTPreprocessor(cls_token=False)): set false");
-  c.require(!m.is_causal, "model.is_causal",
-            "AIM pretrains under its prefix-causal mask and runs bidirectionally downstream (k-NN, export): set false");
-  c.require(a.prefix_min >= 0 && a.prefix_min <= n - 1, "objective.aim.prefix_min",
-            "must be in [0, num_patches - 1 = " + std::to_string(n - 1) + "]");
-  const int hi = a.prefix_max.value_or(n - 1);
-  c.require(hi >= a.prefix_min && hi <= n - 1, "objective.aim.prefix_max",
-            "must be in [prefix_min, num_patches - 1 = " + std::to_string(n - 1) + "] or null, got " +
-                std::to_string(hi));
-  c.require(a.head_blocks >= 0, "objective.aim.head_blocks", "must be >= 0");
-  c.require(a.head_width > 0, "objective.aim.head_width", "must be positive");
-  c.require(!a.head_pos_embed || a.head_width % 4 == 0, "objective.aim.head_width",
-            "the head's 2-D sin-cos position embedding needs a multiple of 4, got " + std::to_string(a.head_width));
-  c.require(a.head_mlp_ratio > 0, "objective.aim.head_mlp_ratio", "must be positive");
-  c.require(a.head_norm_eps > 0, "objective.aim.head_norm_eps", "must be positive");
-  c.require(a.norm_pix_eps > 0, "objective.aim.norm_pix_eps", "must be positive");
-}
-
 }  // namespace
 
 void validate(const ModelConfig& model, const std::string& where, const std::string& prefix) {
   validate_model(model, Checker{nullptr, where}, prefix);
 }
 
-ObjectiveKind objective_kind(const std::string& name, const std::string& file) {
-  static const std::vector<std::pair<std::string, ObjectiveKind>> known = {{"nepa", ObjectiveKind::kNepa},
-                                                                                     {"aim", ObjectiveKind::kAim}};
-  std::string names;
-  for (const auto& [n, kind] : known) {
-    if (n == name) return kind;
-    names += (names.empty() ? "" : ", ") + n;
-  }
-  fail(file, "objective.name", "unknown objective '" + name + "' (" + names + ")");
-}
 
 void validate(const Config& cfg, const ConfigOrigins& origins) {
   Checker c{&origins, ""};
   validate_model(cfg.model, c, "model.");
 
-  const auto& o = cfg.objective;
-  reject_foreign_objective_keys(o, c);
-  if (objective_kind(o.name) == ObjectiveKind::kAim) validate_aim(cfg, c);
-  c.require(o.mask_ratio >= 0.0 && o.mask_ratio < 1.0, "objective.mask_ratio", "must be in [0, 1)");
-  c.require(o.mask_ratio == 0.0 || cfg.model.use_mask_token, "objective.mask_ratio",
-            "masking needs model.use_mask_token: true");
+  validate_objective(cfg, c);
 
   const auto& d = cfg.data;
   static const std::set<std::string> datasets = {"fashion_mnist", "image_folder", "ade20k", "synthetic"};

@@ -17,6 +17,16 @@ torch::nn::Linear linear(int64_t in, int64_t out, bool bias = true) {
 
 // ---- embeddings ---------------------------------------------------------------------------------------
 
+namespace {
+void check_token_ids(const torch::Tensor& ids, int64_t batch) {
+  if (ids.dim() != 2 || ids.size(0) != batch || ids.scalar_type() != torch::kInt64 || ids.size(1) == 0)
+    throw std::invalid_argument("token_ids has shape " + shape_str(ids) + " (" + c10::toString(ids.scalar_type()) +
+                                "), expected int64 [" + std::to_string(batch) + ", K] with K >= 1");
+  // No range check: it would be a host wait inside every step on a GPU, and gather refuses an index outside the
+  // grid itself (an error on the CPU, a device-side assert on CUDA).
+}
+}  // namespace
+
 NepaPatchEmbeddingsImpl::NepaPatchEmbeddingsImpl(const ModelConfig& c) {
   projection = register_module(
       "projection", torch::nn::Conv2d(torch::nn::Conv2dOptions(c.num_channels, c.hidden_size, c.patch_size)
@@ -53,13 +63,21 @@ const torch::Tensor& NepaEmbeddingsImpl::sincos_table(int64_t gh, int64_t gw, in
 }
 
 NepaEmbeddingsImpl::Output NepaEmbeddingsImpl::forward(const torch::Tensor& pixel_values,
-                                                       const torch::Tensor& bool_masked_pos) {
+                                                       const torch::Tensor& bool_masked_pos,
+                                                       const torch::Tensor& token_ids) {
   torch::Tensor patches = patch_embeddings->forward(pixel_values);
   int64_t b = patches.size(0);
+  const int64_t n = patches.size(1);
+  if (token_ids.defined()) check_token_ids(token_ids, b);
+  // The kept patches of a [B, N, D] tensor (or all of them).
+  auto keep = [&](const torch::Tensor& t) {
+    if (!token_ids.defined()) return t;
+    return t.expand({b, n, t.size(2)}).gather(1, token_ids.unsqueeze(-1).expand({b, token_ids.size(1), t.size(2)}));
+  };
   // Without a CLS token (AIM) the sequence is the patches alone.
   torch::Tensor cls = cls_token.defined() ? cls_token.expand({b, 1, cls_token.size(2)}).to(patches.dtype()) : torch::Tensor();
   Output out;
-  out.input_embedding = cls.defined() ? torch::cat({cls, patches}, 1) : patches;
+  out.input_embedding = cls.defined() ? torch::cat({cls, keep(patches)}, 1) : keep(patches);
   torch::Tensor x = patches;
   if (bool_masked_pos.defined()) {
     if (!mask_token.defined())
@@ -76,14 +94,18 @@ NepaEmbeddingsImpl::Output NepaEmbeddingsImpl::forward(const torch::Tensor& pixe
     int64_t gh = pixel_values.size(2) / patch_, gw = pixel_values.size(3) / patch_;
     x = x + sincos_table(gh, gw, x.size(2), x.options());
   }
-  if (cls.defined()) x = torch::cat({cls, x}, 1);
+  x = keep(x);
   if (position_embeddings.defined()) {
-    if (position_embeddings.size(1) != x.size(1))
-      throw std::invalid_argument("pixel_values " + shape_str(pixel_values) + " give " + std::to_string(x.size(1)) +
+    const int64_t prefix = cls.defined() ? 1 : 0;
+    if (position_embeddings.size(1) != n + prefix)
+      throw std::invalid_argument("pixel_values " + shape_str(pixel_values) + " give " + std::to_string(n + prefix) +
                                   " tokens but the absolute position embedding has " +
                                   std::to_string(position_embeddings.size(1)));
-    x = x + position_embeddings.to(x.dtype());
+    torch::Tensor pos = position_embeddings.to(x.dtype());
+    x = x + keep(pos.narrow(1, prefix, n));
+    if (cls.defined()) cls = cls + pos.narrow(1, 0, 1);
   }
+  if (cls.defined()) x = torch::cat({cls, x}, 1);
   out.embeddings = torch::dropout(x, dropout_, is_training());
   return out;
 }
@@ -115,8 +137,9 @@ std::pair<torch::Tensor, torch::Tensor> NepaSelfAttentionImpl::project_qk(const 
     k = k_norm->forward(k);
   }
   if (cos.defined()) {
-    // RoPE on the patch tokens only; the CLS token (and any prefix) stays unrotated. In float32.
-    int64_t t = x.size(1), n = cos.size(0), prefix = t - n;
+    // RoPE on the patch tokens only; the CLS token (and any prefix) stays unrotated. In float32. The tables are
+    // [N, d], or [B, 1, K, d] for a token subset (each image's own rows).
+    int64_t t = x.size(1), n = cos.size(-2), prefix = t - n;
     auto rotate = [&](const torch::Tensor& y) {
       torch::Tensor yf = y.to(torch::kFloat32);
       return torch::cat({yf.narrow(2, 0, prefix), apply_rope(yf.narrow(2, prefix, n), cos, sin)}, 2);
@@ -291,11 +314,15 @@ NepaOutputs ViTNepaModelImpl::forward(const torch::Tensor& pixel_values, const F
                                 "patch_size " + std::to_string(c.patch_size));
   int64_t gh = pixel_values.size(2) / c.patch_size, gw = pixel_values.size(3) / c.patch_size;
 
-  auto emb = embeddings->forward(pixel_values, options.bool_masked_pos);
+  auto emb = embeddings->forward(pixel_values, options.bool_masked_pos, options.token_ids);
   NepaOutputs out;
   out.input_embedding = emb.input_embedding;
 
   auto [cos, sin] = rope_tables(gh, gw, pixel_values.device());
+  if (cos.defined() && options.token_ids.defined()) {
+    cos = cos.index({options.token_ids}).unsqueeze(1);  // [B, 1, K, d]
+    sin = sin.index({options.token_ids}).unsqueeze(1);
+  }
 
   torch::Tensor h = emb.embeddings;
   if (options.output_hidden_states) out.hidden_states.push_back(h);

@@ -3,6 +3,7 @@
 #include <stdexcept>
 
 #include "nepa/objective/aim.h"
+#include "nepa/objective/mae.h"
 #include "nepa/objective/nepa_loss.h"
 
 namespace nepa {
@@ -13,6 +14,8 @@ std::unique_ptr<Objective> make_objective(const Config& config) {
       return std::make_unique<NepaObjective>(config.objective, config.model);
     case ObjectiveKind::kAim:
       return std::make_unique<AimObjective>(config.objective.aim, config.model);
+    case ObjectiveKind::kMae:
+      return std::make_unique<MaeObjective>(config.objective.mae, config.model);
   }
   throw std::logic_error("make_objective: ObjectiveKind without a case");  // unreachable: the switch is exhaustive
 }

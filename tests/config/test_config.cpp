@@ -223,4 +223,15 @@ TEST(Config, ShippedConfigsLoad) {
   EXPECT_EQ(aim.data.mean, (std::vector<double>{0.485, 0.456, 0.406}));
   EXPECT_EQ(aim.train.total_batch, 4096);
   EXPECT_DOUBLE_EQ(aim.optim.base_lr, vitb.optim.base_lr);
+  // MAE-B/16: the release's recipe over NEPA-B's file.
+  Config mae = load_config(nepa::test::source_path("configs/pretrain/mae_vitb.yaml")).config;
+  EXPECT_EQ(mae.objective.name, "mae");
+  EXPECT_EQ(mae.model.patch_size, 16);
+  EXPECT_EQ(mae.objective.mae.decoder_width, 512);
+  EXPECT_EQ(mae.objective.mae.decoder_depth, 8);
+  EXPECT_DOUBLE_EQ(mae.optim.base_lr, 1.5e-4);
+  EXPECT_DOUBLE_EQ(mae.optim.grad_clip, 0.0);
+  EXPECT_EQ(mae.data.crop_scale, (std::vector<double>{0.2, 1.0}));
+  EXPECT_FALSE(mae.train.ema);
+  EXPECT_EQ(mae.train.total_batch, 4096);
 }

@@ -258,36 +258,8 @@ TEST(AimObjective, ARunResumesExactly) {
   c.objective = a.objective;
   c.schedule.max_steps = 10;  // 64 images / 8 = 8 steps per epoch: the resumed part crosses an epoch
   validate(c);
-  auto ref = test::make_tiny_run(c);
-  train(c, *ref.task, *ref.loader, {});
-  ASSERT_EQ(ref.task->losses.size(), 10u);
-
-  Config ci = c;
-  ci.train.output_dir = dir.file("stopped");
-  auto first = test::make_tiny_run(ci);
-  first.task->signal_after_step = 3;
-  TrainResult r1 = train(ci, *first.task, *first.loader, {});
-  ASSERT_EQ(r1.status, TrainResult::Status::kInterrupted);
-  ASSERT_EQ(r1.step, 3);
-  torch::manual_seed(4242);  // the generator's state now must not matter
-  auto second = test::make_tiny_run(ci, /*init_seed=*/99);
-  TrainResult r2 = train(ci, *second.task, *second.loader, {"auto", ""});
-  ASSERT_EQ(r2.status, TrainResult::Status::kCompleted);
-  std::vector<double> resumed = first.task->losses;
-  resumed.insert(resumed.end(), second.task->losses.begin(), second.task->losses.end());
-  EXPECT_EQ(resumed, ref.task->losses);
-
-  auto want = ref.task->module().named_parameters();
-  auto got = second.task->module().named_parameters();
-  ASSERT_TRUE(got.contains("aim_head.out.weight"));
-  for (const auto& p : want) EXPECT_TRUE(torch::equal(p.value(), got[p.key()])) << p.key();
-  for (const char* ema : {"final_ema", "final"}) {
-    auto x = load_safetensors((fs::path(c.train.output_dir) / ema / "model.safetensors").string());
-    auto y = load_safetensors((fs::path(ci.train.output_dir) / ema / "model.safetensors").string());
-    ASSERT_EQ(x.size(), y.size());
-    for (const auto& [name, t] : x) EXPECT_TRUE(torch::equal(t, y.at(name))) << ema << " " << name;
-  }
+  const std::string checkpoint = test::expect_resumes_exactly(c, dir.file("stopped"), "aim_head.out.weight");
   // The head's EMA is in the checkpoint (the export carries the trunk only).
-  auto ckpt = load_safetensors(r2.checkpoint);
-  EXPECT_TRUE(ckpt.count("extra.ema.aim_head.out.weight")) << "no EMA of the head in " << r2.checkpoint;
+  auto ckpt = load_safetensors(checkpoint);
+  EXPECT_TRUE(ckpt.count("extra.ema.aim_head.out.weight")) << "no EMA of the head in " << checkpoint;
 }

@@ -75,21 +75,7 @@ TEST_P(AimParity, ForwardLossAndGradientsMatchTheReference) {
   std::map<std::string, torch::Tensor> grads;
   for (const auto& p : trunk->named_parameters()) grads[p.key()] = p.value().grad();
   for (const auto& p : head->named_parameters()) grads["aim_head." + p.key()] = p.value().grad();
-  int n = 0;
-  double worst = 0;
-  for (const auto& [key, value] : expected) {
-    if (key.rfind("grad.", 0) != 0) continue;
-    const std::string name = key.substr(5);
-    ASSERT_TRUE(grads.count(name)) << name;
-    ASSERT_TRUE(grads[name].defined()) << name << " has no gradient";
-    const double d = max_abs_diff(grads[name], value);
-    const double scale = value.abs().max().item<double>();
-    EXPECT_LE(d, std::max(kTol * std::max(scale, 1.0), 1e-9)) << name << " (max |g| " << scale << ")";
-    worst = std::max(worst, d);
-    ++n;
-  }
-  EXPECT_EQ(static_cast<size_t>(n), grads.size()) << "every parameter's gradient is compared";
-  std::cout << "  " << n << " gradients, worst absolute difference " << worst << "\n";
+  test::expect_gradients_match(grads, expected, kTol);
 }
 
 INSTANTIATE_TEST_SUITE_P(Cases, AimParity, ::testing::ValuesIn(kCases));

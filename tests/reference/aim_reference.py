@@ -29,6 +29,19 @@ def sincos_2d(gh, gw, dim, dtype=torch.float64):
     return torch.stack(rows)
 
 
+def pixel_targets(pixels, p, norm, eps):
+    """Patches [B, N, p*p*C] (channel fastest, raster order), each normalised by its mean and unbiased variance
+    when `norm` (MAE's norm_pix_loss)."""
+    b, ch, hh, ww = pixels.shape
+    gh, gw = hh // p, ww // p
+    patches = pixels.reshape(b, ch, gh, p, gw, p).permute(0, 2, 4, 3, 5, 1).reshape(b, gh * gw, p * p * ch)
+    if not norm:
+        return patches
+    mean = patches.mean(-1, keepdim=True)
+    var = ((patches - mean) ** 2).sum(-1, keepdim=True) / (patches.shape[-1] - 1)
+    return (patches - mean) / torch.sqrt(var + eps)
+
+
 def prefix_mask(prefix_lengths, t):
     """[B, T, T] bool, True = may attend."""
     out = torch.zeros(len(prefix_lengths), t, t, dtype=torch.bool)
@@ -122,14 +135,7 @@ class AimReference(nn.Module):
         hidden = self.trunk_forward(pixels, prefix_lengths)
         pos = sincos_2d(gh, gw, h["width"], hidden.dtype)[: n - 1] if h["pos_embed"] else None
         pred = self.aim_head(hidden[:, : n - 1], pos)
-        # Patches [B, N, p*p*C], channel fastest, raster order.
-        b, ch = pixels.shape[0], pixels.shape[1]
-        patches = pixels.reshape(b, ch, gh, p, gw, p).permute(0, 2, 4, 3, 5, 1).reshape(b, n, p * p * ch)
-        target = patches[:, 1:]
-        if h["norm_pix_loss"]:
-            mean = target.mean(-1, keepdim=True)
-            var = ((target - mean) ** 2).sum(-1, keepdim=True) / (target.shape[-1] - 1)
-            target = (target - mean) / torch.sqrt(var + h["norm_pix_eps"])
+        target = pixel_targets(pixels, p, h["norm_pix_loss"], h["norm_pix_eps"])[:, 1:]
         per_patch = ((pred - target) ** 2).mean(-1)  # [B, N-1]: row t is patch t + 1
         counted = torch.tensor([[1.0 if t + 1 >= s else 0.0 for t in range(n - 1)] for s in prefix_lengths],
                                dtype=pred.dtype)

@@ -188,6 +188,22 @@ def main():
           f"the run's config.yaml should hold the adopted architecture: {saved}")
     print("an AIM trunk fine-tunes without restating model.*: " + line.split("config.json", 1)[-1].strip())
 
+    # ---- 1d. an MAE pretraining: the decoder stays behind, the encoder fine-tunes ------------------------------
+    mae = os.path.join(work, "mae_pre")
+    out = run([pretrain, "--config", pcfg, "--output-dir", mae, "--set", "objective.name=mae", "--set",
+               "objective.mae.decoder_width=16", "--set", "objective.mae.decoder_depth=1", "--set",
+               "objective.mae.decoder_heads=2", "--set", "model.is_causal=false", "--set", "schedule.max_steps=6"])
+    check("visible 0.25" in out, "the MAE run should log the visible share (4 of 16 patches):\n" + out[-2000:])
+    exported = load_file(os.path.join(mae, "final", "model.safetensors"))
+    check(not any("decoder" in k for k in exported), "the MAE export should hold the encoder only")
+    ckpt_keys = load_file(os.path.join(mae, "checkpoints", "step_00000006.safetensors")).keys()
+    check(any(k.startswith("model.mae_decoder.") for k in ckpt_keys), "the decoder should be in the checkpoint")
+    out = run([finetune, "--config", fcfg, "--output-dir", os.path.join(work, "from_mae"), "--init",
+               os.path.join(mae, "final")] + short)
+    check("new, not in finetune.init (4): classifier.bias, classifier.weight, fc_norm.bias, fc_norm.weight" in out,
+          "the MAE encoder should load whole, only the head new:\n" + out[:3000])
+    print("an MAE pretraining exports its encoder alone (decoder in the checkpoint) and it fine-tunes")
+
     # ---- 2. --eval-only reproduces the logged figures --------------------------------------------------------
     for weights, key in (("final", "top1"), ("final_ema", "ema_top1")):
         top1, top5 = eval_only(finetune, fcfg, os.path.join(ft_dir, weights), os.path.join(work, "eval_" + weights))

@@ -5,6 +5,7 @@
 #include <torch/torch.h>
 
 #include <chrono>
+#include <filesystem>
 #include <csignal>
 #include <functional>
 #include <thread>
@@ -13,6 +14,7 @@
 #include <vector>
 
 #include "nepa/data/loader.h"
+#include "nepa/io/safetensors.h"
 #include "nepa/train/pretrain_task.h"
 #include "nepa/train/trainer.h"
 #include "test_util.h"
@@ -107,6 +109,44 @@ inline TinyRun make_tiny_run(const Config& c, int64_t init_seed = 0) {
   r.loader = std::make_unique<DataLoader>(r.data, c.data, o);
   r.task = std::make_unique<RecordingTask>(c, ViTNepaModel(c.model));
   return r;
+}
+
+// Runs `c` (its output_dir) uninterrupted, and again in `stopped_dir` stopped by SIGTERM after step 3 and resumed
+// in a fresh task built from another seed: the per-step losses, every parameter of the task's module (`must_have`
+// among them: an objective's own module) and the final/ and final_ema/ exports must be equal. Returns the resumed
+// run's last checkpoint.
+inline std::string expect_resumes_exactly(const Config& c, const std::string& stopped_dir, const std::string& must_have) {
+  namespace fs = std::filesystem;
+  auto ref = make_tiny_run(c);
+  train(c, *ref.task, *ref.loader, {});
+  EXPECT_EQ(ref.task->losses.size(), static_cast<size_t>(c.schedule.max_steps));
+
+  Config ci = c;
+  ci.train.output_dir = stopped_dir;
+  auto first = make_tiny_run(ci);
+  first.task->signal_after_step = 3;
+  TrainResult r1 = train(ci, *first.task, *first.loader, {});
+  EXPECT_EQ(r1.status, TrainResult::Status::kInterrupted);
+  EXPECT_EQ(r1.step, 3);
+  torch::manual_seed(4242);  // the generator's state now must not matter
+  auto second = make_tiny_run(ci, /*init_seed=*/99);
+  TrainResult r2 = train(ci, *second.task, *second.loader, {"auto", ""});
+  EXPECT_EQ(r2.status, TrainResult::Status::kCompleted);
+  std::vector<double> resumed = first.task->losses;
+  resumed.insert(resumed.end(), second.task->losses.begin(), second.task->losses.end());
+  EXPECT_EQ(resumed, ref.task->losses);
+
+  auto want = ref.task->module().named_parameters();
+  auto got = second.task->module().named_parameters();
+  EXPECT_TRUE(got.contains(must_have)) << must_have;
+  for (const auto& p : want) EXPECT_TRUE(got.contains(p.key()) && torch::equal(p.value(), got[p.key()])) << p.key();
+  for (const char* dir : {"final_ema", "final"}) {
+    auto x = load_safetensors((fs::path(c.train.output_dir) / dir / "model.safetensors").string());
+    auto y = load_safetensors((fs::path(ci.train.output_dir) / dir / "model.safetensors").string());
+    EXPECT_EQ(x.size(), y.size());
+    for (const auto& [name, t] : x) EXPECT_TRUE(y.count(name) && torch::equal(t, y.at(name))) << dir << " " << name;
+  }
+  return r2.checkpoint;
 }
 
 }  // namespace nepa::test

@@ -9,6 +9,8 @@
 #include <string>
 #include <vector>
 
+#include "nepa/config/objective_config.h"
+
 namespace nepa {
 
 // One clear line: "config error: <file>: <key.path>: <what>". Nothing starts after it.
@@ -95,60 +97,6 @@ struct ModelConfig {
   }
 };
 
-// AIM (objective.name: aim; NEPA-SPEC §8): prefix-causal next-patch-pixel prediction. The release
-// (apple/ml-aim, aim-v1/) ships the trunk and the attentive probe only; the prefix range, the pixel head and the
-// loss below follow the paper's description ("Scalable Pre-training of Large Autoregressive Image Models" §3)
-// and MAE's norm_pix_loss (facebookresearch/mae models_mae.py forward_loss), as src/objective/aim.cpp says.
-struct AimConfig {
-  int prefix_min = 1;
-  std::optional<int> prefix_max;
-  int head_blocks = 12;
-  int head_width = 2048;
-  int head_mlp_ratio = 4;
-  bool head_pos_embed = true;
-  double head_norm_eps = 1e-6;
-  bool norm_pix_loss = true;
-  double norm_pix_eps = 1e-6;
-
-  template <class Self, class V>
-  static void visit(Self& self, V& v) {
-    v("prefix_min", self.prefix_min, "smallest prefix length s (drawn uniformly per image in [prefix_min, prefix_max])");
-    v("prefix_max", self.prefix_max, "largest prefix length s; null = num_patches - 1 (at least one patch predicted)");
-    v("head_blocks", self.head_blocks, "residual MLP blocks of the pixel head, applied to each token alone");
-    v("head_width", self.head_width, "width of the pixel head (the trunk's tokens are projected to it)");
-    v("head_mlp_ratio", self.head_mlp_ratio, "hidden width of each head block = head_mlp_ratio x head_width");
-    v("head_pos_embed", self.head_pos_embed, "add the fixed 2-D sin-cos position embedding at the head's input");
-    v("head_norm_eps", self.head_norm_eps, "epsilon of the head's LayerNorms");
-    v("norm_pix_loss", self.norm_pix_loss, "targets normalised per patch (mean / unbiased var of its pixels); false = raw pixels");
-    v("norm_pix_eps", self.norm_pix_eps, "target = (x - mean) / sqrt(var + eps)");
-  }
-};
-
-// The training objective (NEPA-SPEC §2 and its ablations, and the sibling methods of §8).
-struct ObjectiveConfig {
-  std::string name = "nepa";
-  bool shift = true;
-  bool stop_grad = true;
-  double mask_ratio = 0.0;
-  AimConfig aim;
-
-  template <class Self, class V>
-  static void visit(Self& self, V& v) {
-    v("name", self.name, "objective: nepa | aim");
-    v("shift", self.shift, "nepa: position t predicts token t+1; false = same-position matching (ablation)");
-    v("stop_grad", self.stop_grad, "nepa: stop the gradient through the targets (off collapses; ablation)");
-    v("mask_ratio", self.mask_ratio, "nepa: fraction of patch embeddings replaced by the mask token; targets stay clean");
-    v("aim", self.aim, "aim: prefix-causal next-patch-pixel prediction (only with name: aim)");
-  }
-};
-
-// What objective.name selects (make_objective in objective/objective.h builds it). A new objective adds its
-// value here, its name in objective_kind's table, and its own config subsection.
-enum class ObjectiveKind { kNepa, kAim };
-
-// Decodes objective.name; an unknown name throws ConfigError naming objective.name, `file` (where it was set)
-// and the known names.
-ObjectiveKind objective_kind(const std::string& name, const std::string& file = "the config");
 
 struct DataConfig {
   std::string dataset = "fashion_mnist";

@@ -34,8 +34,11 @@ class NepaEmbeddingsImpl : public torch::nn::Module {
     torch::Tensor embeddings;       // what the encoder sees: masked, position-embedded, dropped out
     torch::Tensor input_embedding;  // [CLS +] patch embeddings before any of that: the NEPA targets
   };
-  // bool_masked_pos [B, N] (true = replace that patch by the mask token) is optional.
-  Output forward(const torch::Tensor& pixel_values, const torch::Tensor& bool_masked_pos = {});
+  // bool_masked_pos [B, N] (true = replace that patch by the mask token) is optional. token_ids [B, K] int64
+  // (optional) keeps only those patches, in that order, each with its own position (sin-cos or learned); the
+  // CLS token stays in front. input_embedding is then [CLS +] the kept patches too.
+  Output forward(const torch::Tensor& pixel_values, const torch::Tensor& bool_masked_pos = {},
+                 const torch::Tensor& token_ids = {});
 
   torch::Tensor cls_token;            // [1, 1, D], only with use_cls_token
   torch::Tensor mask_token;           // [1, 1, D], only with use_mask_token
@@ -162,6 +165,10 @@ struct ForwardOptions {
   bool output_hidden_states = false;
   bool output_attentions = false;  // forces the eager attention path
   torch::Tensor attn_mask;         // [B, T, T] bool, optional: true = may attend; replaces is_causal (AIM)
+  // [B, K] int64, optional: encode only these patches (row-major indices into the grid, K equal for the batch,
+  // any order; MAE's visible patches, I-JEPA's context). Each keeps its position: the sin-cos or learned
+  // embedding of its index and its own RoPE row. T becomes K (+ CLS).
+  torch::Tensor token_ids;
 };
 
 struct NepaOutputs {

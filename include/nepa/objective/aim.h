@@ -17,6 +17,7 @@
 #include "nepa/model/layers.h"
 #include "nepa/model/vit_nepa.h"
 #include "nepa/objective/objective.h"
+#include "nepa/objective/pixels.h"
 
 namespace nepa {
 
@@ -24,13 +25,6 @@ namespace nepa {
 // the rule of the release's PrefixCausalAttention (aim-v1/aim/v1/torch/layers.py). A prefix token so sees the
 // whole prefix and nothing after it; a token after the prefix sees every earlier token and itself.
 torch::Tensor prefix_causal_mask(const torch::Tensor& prefix_lengths, int64_t tokens);
-
-// The pixels of each patch in raster order, [B, C, H, W] -> [B, N, p * p * C] with the channel fastest (MAE's
-// patchify order).
-torch::Tensor patchify(const torch::Tensor& pixels, int64_t patch_size);
-
-// MAE's norm_pix_loss target: each patch minus its mean, over sqrt(unbiased variance + eps).
-torch::Tensor normalized_patch_targets(const torch::Tensor& patches, double eps);
 
 // Mean over the predicted patches of the per-patch mean squared error. pred and target are [B, N - 1, P]: row t
 // is token t's prediction of patch t + 1. Patch j of image b counts when j >= s_b (after the prefix). In float32

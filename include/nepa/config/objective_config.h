@@ -1,0 +1,97 @@
+// The objective section of the experiment config (config.h): which pretraining objective runs, and each
+// objective's own subsection. Keys of a subsection other than the selected objective's are errors
+// (src/config/objective_config.cpp), so a sweep cannot set a key that silently does nothing.
+#pragma once
+
+#include <optional>
+#include <string>
+
+namespace nepa {
+
+// AIM (objective.name: aim; NEPA-SPEC §8): prefix-causal next-patch-pixel prediction. The release
+// (apple/ml-aim, aim-v1/) ships the trunk and the attentive probe only; the prefix range, the pixel head and the
+// loss below follow the paper's description ("Scalable Pre-training of Large Autoregressive Image Models" §3)
+// and MAE's norm_pix_loss (facebookresearch/mae models_mae.py forward_loss), as src/objective/aim.cpp says.
+struct AimConfig {
+  int prefix_min = 1;
+  std::optional<int> prefix_max;
+  int head_blocks = 12;
+  int head_width = 2048;
+  int head_mlp_ratio = 4;
+  bool head_pos_embed = true;
+  double head_norm_eps = 1e-6;
+  bool norm_pix_loss = true;
+  double norm_pix_eps = 1e-6;
+
+  template <class Self, class V>
+  static void visit(Self& self, V& v) {
+    v("prefix_min", self.prefix_min, "smallest prefix length s (drawn uniformly per image in [prefix_min, prefix_max])");
+    v("prefix_max", self.prefix_max, "largest prefix length s; null = num_patches - 1 (at least one patch predicted)");
+    v("head_blocks", self.head_blocks, "residual MLP blocks of the pixel head, applied to each token alone");
+    v("head_width", self.head_width, "width of the pixel head (the trunk's tokens are projected to it)");
+    v("head_mlp_ratio", self.head_mlp_ratio, "hidden width of each head block = head_mlp_ratio x head_width");
+    v("head_pos_embed", self.head_pos_embed, "add the fixed 2-D sin-cos position embedding at the head's input");
+    v("head_norm_eps", self.head_norm_eps, "epsilon of the head's LayerNorms");
+    v("norm_pix_loss", self.norm_pix_loss, "targets normalised per patch (mean / unbiased var of its pixels); false = raw pixels");
+    v("norm_pix_eps", self.norm_pix_eps, "target = (x - mean) / sqrt(var + eps)");
+  }
+};
+
+// MAE (objective.name: mae; He et al., "Masked Autoencoders Are Scalable Vision Learners", official code
+// facebookresearch/mae): the trunk encodes a random 25 % of the patches (bidirectionally, CLS kept), a light
+// decoder sees them with mask tokens at the hidden positions and predicts the pixels of those; MSE on normalised
+// pixels of the masked patches. Defaults are models_mae.py's (every size has the 8 x 512 decoder, 16 heads).
+struct MaeConfig {
+  double mask_ratio = 0.75;
+  int decoder_depth = 8;
+  int decoder_width = 512;
+  int decoder_heads = 16;
+  int decoder_mlp_ratio = 4;
+  double decoder_norm_eps = 1e-6;
+  bool norm_pix_loss = true;
+  double norm_pix_eps = 1e-6;
+
+  template <class Self, class V>
+  static void visit(Self& self, V& v) {
+    v("mask_ratio", self.mask_ratio, "fraction of patches hidden from the encoder; it keeps int(N x (1 - ratio))");
+    v("decoder_depth", self.decoder_depth, "transformer blocks of the decoder (decoder_blocks.*)");
+    v("decoder_width", self.decoder_width, "decoder token width (decoder_embed projects the encoder's tokens to it)");
+    v("decoder_heads", self.decoder_heads, "attention heads of the decoder blocks");
+    v("decoder_mlp_ratio", self.decoder_mlp_ratio, "hidden width of each decoder MLP = ratio x decoder_width");
+    v("decoder_norm_eps", self.decoder_norm_eps, "epsilon of the decoder's LayerNorms");
+    v("norm_pix_loss", self.norm_pix_loss,
+      "targets normalised per patch (the release's --norm_pix_loss, used by its recipes); false = raw pixels");
+    v("norm_pix_eps", self.norm_pix_eps, "target = (x - mean) / sqrt(var + eps)");
+  }
+};
+
+// The training objective (NEPA-SPEC §2 and its ablations, and the sibling methods of §8).
+struct ObjectiveConfig {
+  std::string name = "nepa";
+  bool shift = true;
+  bool stop_grad = true;
+  double mask_ratio = 0.0;
+  AimConfig aim;
+  MaeConfig mae;
+
+  template <class Self, class V>
+  static void visit(Self& self, V& v) {
+    v("name", self.name, "objective: nepa | aim | mae");
+    v("shift", self.shift, "nepa: position t predicts token t+1; false = same-position matching (ablation)");
+    v("stop_grad", self.stop_grad, "nepa: stop the gradient through the targets (off collapses; ablation)");
+    v("mask_ratio", self.mask_ratio, "nepa: fraction of patch embeddings replaced by the mask token; targets stay clean");
+    v("aim", self.aim, "aim: prefix-causal next-patch-pixel prediction (only with name: aim)");
+    v("mae", self.mae, "mae: masked autoencoder on normalised pixels (only with name: mae)");
+  }
+};
+
+// What objective.name selects (make_objective in objective/objective.h builds it). A new objective adds its
+// value here, its name in objective_kind's table, and its own config subsection and checks
+// (src/config/objective_config.cpp).
+enum class ObjectiveKind { kNepa, kAim, kMae };
+
+// Decodes objective.name; an unknown name throws ConfigError naming objective.name, `file` (where it was set)
+// and the known names.
+ObjectiveKind objective_kind(const std::string& name, const std::string& file = "the config");
+
+}  // namespace nepa
