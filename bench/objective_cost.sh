@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Pretraining cost of the objectives at the demo's shape (issues 17 §3, 18): the same tiny trunk, images and batch
-# (configs/pretrain/fmnist_tiny.yaml, aim_fmnist_tiny.yaml, mae_fmnist_tiny.yaml), 2 data-parallel processes of 64
-# images as the demo runs, alternating NEPA, AIM and MAE for ROUNDS rounds so that all see the same machine state. Per run: img/s of
+# (configs/pretrain/fmnist_tiny.yaml, {aim,mae,ijepa}_fmnist_tiny.yaml), 2 data-parallel processes of 64
+# images as the demo runs, alternating the four objectives for ROUNDS rounds so that all see the same machine state. Per run: img/s of
 # every logged interval after the first two (warm-up, page faults of the first batches), and rank 0's peak RSS.
 # Sweeps cannot measure this: `nepa_sweep --jobs 2` runs stages side by side. Run on an otherwise idle machine:
 #   bench/objective_cost.sh                      # ROUNDS=3 STEPS=150 OUT=runs/bench/objective_cost
@@ -15,7 +15,7 @@ BIN=${BIN:-build/apps/nepa_pretrain}
 [[ -x $BIN ]] || { echo "error: $BIN not built (cmake --build build)" >&2; exit 2; }
 mkdir -p "$OUT"
 for ((r = 1; r <= ROUNDS; r++)); do
-  for obj in nepa aim mae; do
+  for obj in nepa aim mae ijepa; do
     config=configs/pretrain/fmnist_tiny.yaml
     [[ $obj != nepa ]] && config=configs/pretrain/${obj}_fmnist_tiny.yaml
     dir=$OUT/$obj-$r
@@ -33,7 +33,7 @@ out, rounds = sys.argv[1], int(sys.argv[2])
 print("| objective | img/s per round (median of the logged intervals) | mean | peak RSS rank 0 (MB) |")
 print("|---|---|---|---|")
 means = {}
-for obj in ("nepa", "aim", "mae"):
+for obj in ("nepa", "aim", "mae", "ijepa"):
     per_round, rss = [], []
     for r in range(1, rounds + 1):
         recs = [json.loads(l) for l in open(f"{out}/{obj}-{r}/metrics.jsonl")]
@@ -42,5 +42,5 @@ for obj in ("nepa", "aim", "mae"):
         rss.append(max(x["peak_rss_mb"] for x in train))
     means[obj] = statistics.mean(per_round)
     print(f"| {obj} | {' / '.join(f'{v:.0f}' for v in per_round)} | {means[obj]:.0f} | {max(rss):.0f} |")
-print("\nimg/s relative to NEPA: " + ", ".join(f"{o} {means[o] / means['nepa']:.2f}" for o in ("aim", "mae")))
+print("\nimg/s relative to NEPA: " + ", ".join(f"{o} {means[o] / means['nepa']:.2f}" for o in ("aim", "mae", "ijepa")))
 EOF

@@ -5,6 +5,7 @@
 #include <stdexcept>
 
 #include "nepa/io/hf_checkpoint.h"
+#include "nepa/objective/blocks.h"
 
 // Where each MAE fact comes from: facebookresearch/mae, models_mae.py.
 //   random_masking   len_keep = int(L * (1 - mask_ratio)); noise U(0, 1) per patch, argsort ascending, the first
@@ -31,24 +32,8 @@ torch::Tensor mae_random_keep(int64_t batch, int64_t num_patches, double mask_ra
 }
 
 ModelConfig mae_decoder_block_config(const MaeConfig& mae) {
-  ModelConfig c;
-  c.hidden_size = mae.decoder_width;
-  c.num_attention_heads = mae.decoder_heads;
-  c.intermediate_size = mae.decoder_mlp_ratio * mae.decoder_width;
-  c.num_hidden_layers = mae.decoder_depth;
-  c.hidden_act = "gelu";
-  c.use_gated_mlp = false;
-  c.qkv_bias = true;
-  c.qk_norm = false;
-  c.layerscale_value.reset();
-  c.layer_norm_eps = mae.decoder_norm_eps;
-  c.use_rope = false;
-  c.pos_embed_rescale.reset();
-  c.is_causal = false;
-  c.drop_path_prob = 0.0;
-  c.hidden_dropout_prob = 0.0;
-  c.attention_probs_dropout_prob = 0.0;
-  return c;
+  return plain_block_config(mae.decoder_width, mae.decoder_heads, mae.decoder_mlp_ratio * mae.decoder_width,
+                            mae.decoder_depth, mae.decoder_norm_eps);
 }
 
 MaeDecoderImpl::MaeDecoderImpl(const MaeConfig& mae, const ModelConfig& trunk) : cls_(trunk.use_cls_token) {

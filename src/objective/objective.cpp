@@ -3,6 +3,7 @@
 #include <stdexcept>
 
 #include "nepa/objective/aim.h"
+#include "nepa/objective/ijepa.h"
 #include "nepa/objective/mae.h"
 #include "nepa/objective/nepa_loss.h"
 
@@ -16,6 +17,8 @@ std::unique_ptr<Objective> make_objective(const Config& config) {
       return std::make_unique<AimObjective>(config.objective.aim, config.model);
     case ObjectiveKind::kMae:
       return std::make_unique<MaeObjective>(config.objective.mae, config.model);
+    case ObjectiveKind::kIjepa:
+      return std::make_unique<IjepaObjective>(config.objective.ijepa, config.model);
   }
   throw std::logic_error("make_objective: ObjectiveKind without a case");  // unreachable: the switch is exhaustive
 }

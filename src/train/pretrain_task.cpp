@@ -45,6 +45,7 @@ PretrainTask::PretrainTask(const Config& config, ViTNepaModel model, std::shared
                            std::shared_ptr<const Dataset> knn_queries, torch::Device device, dist::Comm* comm)
     : config_(config), model_(std::move(model)), objective_(make_objective(config)),
       knn_memory_(std::move(knn_memory)), knn_queries_(std::move(knn_queries)), device_(device), comm_(comm) {
+  objective_->attach(model_);
   NamedModules added = objective_->modules();
   for (auto& [name, m] : added) m->to(device_);
   carried_ = std::make_shared<CarriedModules>(model_, added);

@@ -206,6 +206,7 @@ TrainResult train(const Config& cfg, TrainTask& task, DataLoader& loader, const 
   // ---- model, optimizer, resume -----------------------------------------------------------------------------
   std::vector<ParamGroup> groups = task.param_groups();
   auto schedule = task.make_schedule(cfg, steps);
+  task.begin(steps);
   auto optimizer = make_adamw(groups, cfg.optim);
   std::vector<torch::Tensor> all_params;
   for (const auto& g : groups) all_params.insert(all_params.end(), g.params.begin(), g.params.end());

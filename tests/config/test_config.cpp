@@ -234,4 +234,11 @@ TEST(Config, ShippedConfigsLoad) {
   EXPECT_EQ(mae.data.crop_scale, (std::vector<double>{0.2, 1.0}));
   EXPECT_FALSE(mae.train.ema);
   EXPECT_EQ(mae.train.total_batch, 4096);
+  // I-JEPA-B/14: the release's ViT-H/14 recipe, its absolute lr 1e-3 at batch 2048 as a base lr.
+  Config ijepa = load_config(nepa::test::source_path("configs/pretrain/ijepa_vitb.yaml")).config;
+  EXPECT_EQ(ijepa.objective.name, "ijepa");
+  EXPECT_FALSE(ijepa.model.use_cls_token);
+  EXPECT_EQ(ijepa.objective.ijepa.predictor_width, 384);
+  EXPECT_DOUBLE_EQ(ijepa.optim.base_lr * ijepa.train.total_batch / ijepa.optim.lr_batch_reference, 1e-3);
+  EXPECT_DOUBLE_EQ(ijepa.data.hflip_prob, 0.0);
 }

@@ -59,11 +59,11 @@ TEST(Objective, UnknownNameIsAConfigErrorNamingTheKeyAndTheKnownNames) {
   std::string msg = test::error_of<ConfigError>([&] { make_objective(c); });
   EXPECT_NE(msg.find("objective.name"), std::string::npos) << msg;
   EXPECT_NE(msg.find("'jepa'"), std::string::npos) << msg;
-  EXPECT_NE(msg.find("(nepa, aim, mae)"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("(nepa, aim, mae, ijepa)"), std::string::npos) << msg;
   // Loading a config rejects it the same way, naming where it was set.
   msg = test::error_of<ConfigError>(
       [&] { load_config_from_string("objective:\n  name: jepa\n", "run.yaml"); });
-  EXPECT_NE(msg.find("run.yaml: objective.name: unknown objective 'jepa' (nepa, aim, mae)"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("run.yaml: objective.name: unknown objective 'jepa' (nepa, aim, mae, ijepa)"), std::string::npos) << msg;
   EXPECT_THROW(PretrainTask(c, ViTNepaModel(c.model), nullptr, nullptr, torch::kCPU), ConfigError);
 }
 

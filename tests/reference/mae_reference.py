@@ -26,6 +26,61 @@ def decoder_block_config(dec):
                 layerscale_value=None)
 
 
+def attend(sa, x, cos, sin):
+    b, t, _ = x.shape
+    split = lambda y: y.view(b, t, sa.heads, sa.head_dim).transpose(1, 2)
+    q, k, v = split(sa.query(x)), split(sa.key(x)), split(sa.value(x))
+    if sa.q_norm is not None:
+        q, k = sa.q_norm(q), sa.k_norm(k)
+    if cos is not None:  # [B, 1, K, d]: each kept patch's own row; CLS (if any) not rotated
+        p = t - cos.shape[-2]
+        q = torch.cat([q[:, :, :p], q[:, :, p:] * cos + rotate_half(q[:, :, p:]) * sin], 2)
+        k = torch.cat([k[:, :, :p], k[:, :, p:] * cos + rotate_half(k[:, :, p:]) * sin], 2)
+    scores = q @ k.transpose(-1, -2) / math.sqrt(sa.head_dim)
+    return (torch.softmax(scores, -1) @ v).transpose(1, 2).reshape(b, t, -1)
+
+
+def block(layer, x, cos, sin):
+    """One pre-norm block (nepa_reference.Layer's parameters), bidirectional, RoPE rows optional."""
+    a = layer.attention.output.dense(attend(layer.attention.attention, layer.layernorm_before(x), cos, sin))
+    if layer.layer_scale is not None:
+        a = a * layer.layer_scale.lambda1
+    x = x + a
+    m = layer.output.dense(layer.intermediate(layer.layernorm_after(x)))
+    if layer.output.layer_scale is not None:
+        m = m * layer.output.layer_scale.lambda1
+    return x + m
+
+
+def subset_encoder(tr, c, pixels, ids_keep):
+    """The trunk `tr` (ViTNepaReference parameters) on the patches ids_keep [B, K] of each image, each with its own
+    position (sin-cos, learned table or RoPE row), CLS in front when the trunk has one; after the final LayerNorm."""
+    p = c["patch_size"]
+    gh, gw = pixels.shape[2] // p, pixels.shape[3] // p
+    b, k = ids_keep.shape
+    d = c["hidden_size"]
+    x = tr.embeddings.patch_embeddings.projection(pixels).flatten(2).transpose(1, 2)  # [B, N, D]
+    cls_n = 1 if c["use_cls_token"] else 0
+    if c["use_sincos_pos_embed"]:
+        x = x + sincos_2d(gh, gw, d, x.dtype)
+    if c["use_abs_pos_embed"]:
+        x = x + tr.embeddings.position_embeddings[:, cls_n:]
+    x = torch.stack([x[i, ids_keep[i]] for i in range(b)])  # the kept patches, in ids_keep's order
+    if cls_n:
+        cls = tr.embeddings.cls_token
+        if c["use_abs_pos_embed"]:
+            cls = cls + tr.embeddings.position_embeddings[:, :1]
+        x = torch.cat([cls.expand(b, -1, -1), x], 1)
+    cos = sin = None
+    if c["use_rope"]:
+        cos, sin = rope_tables(gh, gw, d // c["num_attention_heads"], c["rope_theta"], x.dtype)
+        cos = torch.stack([cos[ids_keep[i]] for i in range(b)])[:, None]
+        sin = torch.stack([sin[ids_keep[i]] for i in range(b)])[:, None]
+    for layer in tr.encoder.layer:
+        x = block(layer, x, cos, sin)
+    return tr.layernorm(x)
+
+
 class Decoder(nn.Module):
     def __init__(self, c, dec):
         super().__init__()
@@ -53,55 +108,8 @@ class MaeReference(nn.Module):
                 torch.zeros(1, n + (1 if c["use_cls_token"] else 0), c["hidden_size"]))
         self.mae_decoder = Decoder(c, dec)
 
-    def attend(self, sa, x, cos, sin):
-        b, t, _ = x.shape
-        split = lambda y: y.view(b, t, sa.heads, sa.head_dim).transpose(1, 2)
-        q, k, v = split(sa.query(x)), split(sa.key(x)), split(sa.value(x))
-        if sa.q_norm is not None:
-            q, k = sa.q_norm(q), sa.k_norm(k)
-        if cos is not None:  # [B, 1, K, d]: each kept patch's own row; CLS (if any) not rotated
-            p = t - cos.shape[-2]
-            q = torch.cat([q[:, :, :p], q[:, :, p:] * cos + rotate_half(q[:, :, p:]) * sin], 2)
-            k = torch.cat([k[:, :, :p], k[:, :, p:] * cos + rotate_half(k[:, :, p:]) * sin], 2)
-        scores = q @ k.transpose(-1, -2) / math.sqrt(sa.head_dim)
-        return (torch.softmax(scores, -1) @ v).transpose(1, 2).reshape(b, t, -1)
-
     def encoder(self, pixels, ids_keep):
-        c, tr = self.c, self.trunk
-        p = c["patch_size"]
-        gh, gw = pixels.shape[2] // p, pixels.shape[3] // p
-        b, k = ids_keep.shape
-        d = c["hidden_size"]
-        x = tr.embeddings.patch_embeddings.projection(pixels).flatten(2).transpose(1, 2)  # [B, N, D]
-        cls_n = 1 if c["use_cls_token"] else 0
-        if c["use_sincos_pos_embed"]:
-            x = x + sincos_2d(gh, gw, d, x.dtype)
-        if c["use_abs_pos_embed"]:
-            x = x + tr.embeddings.position_embeddings[:, cls_n:]
-        x = torch.stack([x[i, ids_keep[i]] for i in range(b)])  # the visible patches, in ids_keep's order
-        if cls_n:
-            cls = tr.embeddings.cls_token
-            if c["use_abs_pos_embed"]:
-                cls = cls + tr.embeddings.position_embeddings[:, :1]
-            x = torch.cat([cls.expand(b, -1, -1), x], 1)
-        cos = sin = None
-        if c["use_rope"]:
-            cos, sin = rope_tables(gh, gw, d // c["num_attention_heads"], c["rope_theta"], x.dtype)
-            cos = torch.stack([cos[ids_keep[i]] for i in range(b)])[:, None]
-            sin = torch.stack([sin[ids_keep[i]] for i in range(b)])[:, None]
-        for layer in tr.encoder.layer:
-            x = self.block(layer, x, cos, sin)
-        return tr.layernorm(x)
-
-    def block(self, layer, x, cos, sin):
-        a = layer.attention.output.dense(self.attend(layer.attention.attention, layer.layernorm_before(x), cos, sin))
-        if layer.layer_scale is not None:
-            a = a * layer.layer_scale.lambda1
-        x = x + a
-        m = layer.output.dense(layer.intermediate(layer.layernorm_after(x)))
-        if layer.output.layer_scale is not None:
-            m = m * layer.output.layer_scale.lambda1
-        return x + m
+        return subset_encoder(self.trunk, self.c, pixels, ids_keep)
 
     def decoder(self, latent, ids_keep, gh, gw):
         c, dec = self.c, self.mae_decoder
@@ -118,7 +126,7 @@ class MaeReference(nn.Module):
         seq = seq + sincos_2d(gh, gw, x.shape[2], x.dtype)
         h = torch.cat([x[:, :1], seq], 1) if cls_n else seq
         for blk in dec.decoder_blocks:
-            h = self.block(blk, h, None, None)
+            h = block(blk, h, None, None)
         return dec.decoder_pred(dec.decoder_norm(h))[:, cls_n:]
 
     def forward(self, pixels, ids_keep):

@@ -3,8 +3,11 @@
 // (src/config/objective_config.cpp), so a sweep cannot set a key that silently does nothing.
 #pragma once
 
+#include <cstdint>
 #include <optional>
 #include <string>
+#include <utility>
+#include <vector>
 
 namespace nepa {
 
@@ -65,6 +68,44 @@ struct MaeConfig {
   }
 };
 
+// I-JEPA (objective.name: ijepa; Assran et al., "Self-Supervised Learning from Images with a Joint-Embedding
+// Predictive Architecture", official code facebookresearch/ijepa): the trunk encodes one context block, an EMA
+// copy of it (the target encoder) encodes the whole image, and a narrow predictor, fed the context tokens and mask
+// tokens at the target blocks' positions, regresses the target encoder's layer-normed features there (smooth L1).
+// Defaults are the release's (configs/in1k_vith14_ep300.yaml, src/masks/multiblock.py).
+struct IjepaConfig {
+  int num_pred_masks = 4;
+  std::vector<double> pred_mask_scale = {0.15, 0.2};
+  std::vector<double> enc_mask_scale = {0.85, 1.0};
+  std::vector<double> aspect_ratio = {0.75, 1.5};
+  int min_keep = 10;
+  bool allow_overlap = false;
+  int predictor_depth = 12;
+  int predictor_width = 384;
+  std::optional<int> predictor_heads;
+  std::vector<double> ema = {0.996, 1.0};
+
+  template <class Self, class V>
+  static void visit(Self& self, V& v) {
+    v("num_pred_masks", self.num_pred_masks, "target blocks per image (the release's npred)");
+    v("pred_mask_scale", self.pred_mask_scale, "target block area as a fraction of the image [min, max]");
+    v("enc_mask_scale", self.enc_mask_scale, "context block area as a fraction of the image [min, max] (aspect 1)");
+    v("aspect_ratio", self.aspect_ratio, "target block aspect ratio h / w [min, max]");
+    v("min_keep", self.min_keep, "a block must hold more than this many patches (else it is drawn again)");
+    v("allow_overlap", self.allow_overlap, "false = the context block excludes every target block");
+    v("predictor_depth", self.predictor_depth, "transformer blocks of the predictor");
+    v("predictor_width", self.predictor_width, "predictor token width (predictor_embed projects the context to it)");
+    v("predictor_heads", self.predictor_heads, "attention heads of the predictor; null = the trunk's, as the release");
+    v("ema", self.ema, "target encoder momentum [start, end], linear over the run's optimizer steps");
+  }
+};
+
+// An I-JEPA block (h, w) of area about int(gh * gw * scale) and aspect h / w, with scale and aspect both read from
+// the one uniform u (the release draws a single number for both, src/masks/multiblock.py), shrunk until it fits
+// strictly inside the grid. Here because the config checks that every block can hold more than min_keep patches.
+std::pair<int64_t, int64_t> ijepa_block_size(double u, const std::vector<double>& scale,
+                                             const std::vector<double>& aspect, int64_t gh, int64_t gw);
+
 // The training objective (NEPA-SPEC §2 and its ablations, and the sibling methods of §8).
 struct ObjectiveConfig {
   std::string name = "nepa";
@@ -73,22 +114,24 @@ struct ObjectiveConfig {
   double mask_ratio = 0.0;
   AimConfig aim;
   MaeConfig mae;
+  IjepaConfig ijepa;
 
   template <class Self, class V>
   static void visit(Self& self, V& v) {
-    v("name", self.name, "objective: nepa | aim | mae");
+    v("name", self.name, "objective: nepa | aim | mae | ijepa");
     v("shift", self.shift, "nepa: position t predicts token t+1; false = same-position matching (ablation)");
     v("stop_grad", self.stop_grad, "nepa: stop the gradient through the targets (off collapses; ablation)");
     v("mask_ratio", self.mask_ratio, "nepa: fraction of patch embeddings replaced by the mask token; targets stay clean");
     v("aim", self.aim, "aim: prefix-causal next-patch-pixel prediction (only with name: aim)");
     v("mae", self.mae, "mae: masked autoencoder on normalised pixels (only with name: mae)");
+    v("ijepa", self.ijepa, "ijepa: masked latent prediction against an EMA target encoder (only with name: ijepa)");
   }
 };
 
 // What objective.name selects (make_objective in objective/objective.h builds it). A new objective adds its
 // value here, its name in objective_kind's table, and its own config subsection and checks
 // (src/config/objective_config.cpp).
-enum class ObjectiveKind { kNepa, kAim, kMae };
+enum class ObjectiveKind { kNepa, kAim, kMae, kIjepa };
 
 // Decodes objective.name; an unknown name throws ConfigError naming objective.name, `file` (where it was set)
 // and the known names.

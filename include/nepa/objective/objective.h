@@ -36,6 +36,12 @@ class Objective {
   // loop's EMA and the data-parallel replicas, and in the decay / no-decay parameter groups (a frozen module sets
   // requires_grad false and stays out of them). NEPA adds none, so its checkpoints hold the backbone's names only.
   virtual NamedModules modules() { return {}; }
+  // Called once by the task with its backbone, before modules() is asked (I-JEPA's target encoder starts as a
+  // copy of it).
+  virtual void attach(ViTNepaModel& /*backbone*/) {}
+  // Called by the loop before the first step (also when resuming) with the run's total optimizer steps, for
+  // objectives with a schedule over the run (I-JEPA's target momentum).
+  virtual void begin(int64_t /*total_steps*/) {}
   // Loss and metrics on one micro-batch of pixels [B, C, H, W], in training mode.
   virtual ObjectiveOutput forward(ViTNepaModel& backbone, const torch::Tensor& pixels) = 0;
   // After every optimizer step (I-JEPA's EMA target encoder follows the backbone here), with the loop's

@@ -27,6 +27,7 @@ class PretrainTask : public TrainTask {
   std::vector<ParamGroup> param_groups() override;
   StepOutput forward(const Batch& batch) override;
   void after_step(int64_t step, const torch::Tensor& skipped) override { objective_->after_step(step, skipped); }
+  void begin(int64_t total_steps) override { objective_->begin(total_steps); }
   std::map<std::string, torch::Tensor> extra_state() override { return objective_->extra_state(); }
   void load_extra_state(const std::map<std::string, torch::Tensor>& extra) override {
     objective_->load_extra_state(extra);

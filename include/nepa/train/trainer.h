@@ -54,6 +54,8 @@ class TrainTask {
   // The lr of each of param_groups() per step (multiplied by the group's lr_scale). Default: the config's
   // warmup + cosine, the same for every group.
   virtual std::unique_ptr<LrSchedule> make_schedule(const Config& config, int64_t total_steps);
+  // Once before the first step of this process (fresh or resumed), with the run's total optimizer steps.
+  virtual void begin(int64_t /*total_steps*/) {}
   // Optimizer steps between evaluations during training (0 = only at the end). Default: eval.knn_every.
   virtual int64_t eval_every(const Config& config, int64_t steps_per_epoch);
 
