@@ -132,7 +132,8 @@ ObjectiveOutput AimObjective::forward(ViTNepaModel& backbone, const torch::Tenso
     throw std::invalid_argument("AIM: prefix lengths [" + std::to_string(lo) + ", " + std::to_string(hi) +
                                 "] do not fit " + std::to_string(n) + " patches");
   // Drawn on the CPU generator whatever the device, so the draws (and a resumed run's) do not depend on it.
-  torch::Tensor s = torch::randint(lo, hi + 1, {pixels.size(0)}, torch::TensorOptions().dtype(torch::kInt64));
+  torch::Tensor s = host_to_device(
+      torch::randint(lo, hi + 1, {pixels.size(0)}, torch::TensorOptions().dtype(torch::kInt64)), pixels.device());
   AimLoss l = aim_forward_loss(backbone, head_, pixels, s, aim_);
   return {l.loss, {{"prefix", s.to(torch::kFloat32).mean()}}};
 }

@@ -209,11 +209,14 @@ NamedModules IjepaObjective::modules() {
 ObjectiveOutput IjepaObjective::forward(ViTNepaModel& backbone, const torch::Tensor& pixels) {
   const int64_t gh = pixels.size(2) / model_.patch_size, gw = pixels.size(3) / model_.patch_size;
   IjepaMasks masks = ijepa_block_masks(pixels.size(0), gh, gw, ijepa_);
+  const int64_t context = masks.context.size(1), target = masks.targets.front().size(1);
+  masks.context = host_to_device(masks.context, pixels.device());
+  for (auto& t : masks.targets) t = host_to_device(t, pixels.device());
   IjepaLoss l = ijepa_forward_loss(backbone, target_, predictor_, pixels, masks);
   auto on = torch::TensorOptions().device(pixels.device());
   return {l.loss,
-          {{"context", torch::full({}, static_cast<double>(masks.context.size(1)), on)},
-           {"target", torch::full({}, static_cast<double>(masks.targets.front().size(1)), on)}}};
+          {{"context", torch::full({}, static_cast<double>(context), on)},
+           {"target", torch::full({}, static_cast<double>(target), on)}}};
 }
 
 double IjepaObjective::momentum(const std::vector<double>& ema, int64_t step, int64_t total_steps) {

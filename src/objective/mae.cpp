@@ -113,7 +113,7 @@ MaeObjective::MaeObjective(const MaeConfig& mae, const ModelConfig& model)
 
 ObjectiveOutput MaeObjective::forward(ViTNepaModel& backbone, const torch::Tensor& pixels) {
   const int64_t n = (pixels.size(2) / model_.patch_size) * (pixels.size(3) / model_.patch_size);
-  torch::Tensor keep = mae_random_keep(pixels.size(0), n, mae_.mask_ratio);
+  torch::Tensor keep = host_to_device(mae_random_keep(pixels.size(0), n, mae_.mask_ratio), pixels.device());
   MaeLoss l = mae_forward_loss(backbone, decoder_, pixels, keep, mae_);
   const double visible = static_cast<double>(keep.size(1)) / static_cast<double>(n);
   return {l.loss, {{"visible", torch::full({}, visible, torch::TensorOptions().device(pixels.device()))}}};

@@ -1,5 +1,7 @@
 #include "nepa/objective/objective.h"
 
+#include <torch/torch.h>
+
 #include <stdexcept>
 
 #include "nepa/objective/aim.h"
@@ -8,6 +10,11 @@
 #include "nepa/objective/nepa_loss.h"
 
 namespace nepa {
+
+torch::Tensor host_to_device(const torch::Tensor& host, const torch::Device& device) {
+  if (!device.is_cuda() || host.is_cuda()) return host.to(device);
+  return host.pin_memory().to(device, /*non_blocking=*/true);
+}
 
 std::unique_ptr<Objective> make_objective(const Config& config) {
   switch (objective_kind(config.objective.name)) {

@@ -55,6 +55,11 @@ class Objective {
   virtual void export_model(const std::string& dir, ViTNepaModel& backbone) = 0;
 };
 
+// Indices an objective drew on the host (AIM's prefixes, MAE's kept patches, I-JEPA's blocks), on `device`
+// without the host waiting for the device's queue: on CUDA through pinned memory and a non-blocking copy (a
+// pageable copy waits for the stream, once per micro-batch); elsewhere as .to(device).
+torch::Tensor host_to_device(const torch::Tensor& host, const torch::Device& device);
+
 // The objective config.objective.name names, built for config.model. Throws ConfigError for an unknown name.
 std::unique_ptr<Objective> make_objective(const Config& config);
 
