@@ -1,5 +1,7 @@
 #include "nepa/objective/ijepa.h"
 
+#include <ATen/ops/_foreach_add.h>
+#include <ATen/ops/_foreach_mul.h>
 #include <torch/torch.h>
 
 #include <algorithm>
@@ -193,12 +195,15 @@ IjepaObjective::IjepaObjective(const IjepaConfig& ijepa, const ModelConfig& mode
     : ijepa_(ijepa), model_(model), predictor_(IjepaPredictor(ijepa, model)), target_(ViTNepaModel(model)) {}
 
 void IjepaObjective::attach(ViTNepaModel& backbone) {
-  backbone_ = backbone;
   torch::NoGradGuard g;
   auto source = backbone->named_parameters();
+  target_params_.clear();
+  online_params_.clear();
   for (auto& p : target_->named_parameters()) {
     p.value().copy_(source[p.key()]);
     p.value().set_requires_grad(false);
+    target_params_.push_back(p.value());
+    online_params_.push_back(source[p.key()]);
   }
 }
 
@@ -224,19 +229,19 @@ double IjepaObjective::momentum(const std::vector<double>& ema, int64_t step, in
 }
 
 void IjepaObjective::after_step(int64_t step, const torch::Tensor& skipped) {
-  if (total_steps_ <= 0 || !backbone_)
+  if (total_steps_ <= 0 || target_params_.empty())
     throw std::logic_error("IjepaObjective::after_step before attach() and begin()");
   const double m = momentum(ijepa_.ema, step, total_steps_);
   torch::NoGradGuard g;
-  auto online = backbone_->named_parameters();
-  auto targets = target_->named_parameters();
-  const auto options = targets.begin()->value().options();
+  const auto options = target_params_.front().options();
   // A skipped step (non-finite, its update undone) must leave the target as it was: momentum 1 then, on the
   // device, without reading the flag.
   const torch::Tensor keep =
       skipped.defined() ? skipped.to(options.dtype()) * (1.0 - m) + m : torch::full({}, m, options);
   const torch::Tensor take = 1.0 - keep;
-  for (auto& p : targets) p.value().mul_(keep).add_(online[p.key()].detach() * take);
+  // target <- target * keep + online * take, as the release's mul_ then add_, in three foreach launches.
+  at::_foreach_mul_(target_params_, keep);
+  at::_foreach_add_(target_params_, at::_foreach_mul(online_params_, take));
 }
 
 void IjepaObjective::export_model(const std::string& dir, ViTNepaModel& /*backbone*/) {

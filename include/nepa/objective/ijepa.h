@@ -94,7 +94,9 @@ class IjepaObjective : public Objective {
   ModelConfig model_;
   IjepaPredictor predictor_{nullptr};
   ViTNepaModel target_{nullptr};
-  ViTNepaModel backbone_{nullptr};
+  // The target's parameters and the backbone's of the same names, paired once at attach() (module.to() moves
+  // them in place, so the handles stay valid), for the per-step momentum update's foreach calls.
+  std::vector<torch::Tensor> target_params_, online_params_;
   int64_t total_steps_ = 0;
 };
 
