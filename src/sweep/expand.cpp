@@ -144,17 +144,16 @@ std::string command_stamp(const std::vector<std::string>& command) {
 
 void check_finished_stages(const Sweep& sweep) {
   for (const auto& run : sweep.runs) {
-    bool earlier_unfinished = false;
     for (const auto& s : run.stages) {
-      if (!stage_done(s)) {
-        earlier_unfinished = true;
-        continue;
-      }
+      if (!stage_done(s)) continue;
       const std::string remove = fmt::format("remove {} to run this point and seed again, or run the file with "
                                              "another --out", run.dir);
-      if (earlier_unfinished)
-        throw SweepError(fmt::format("sweep error: {} finished, but an earlier stage of its run is not: {}", s.dir,
-                                     remove));
+      // Only the stages a result is computed from matter: a sibling stage added to the file later (another
+      // readout of the same pretraining) leaves the finished ones valid.
+      for (int up = s.upstream; up >= 0; up = run.stages[up].upstream)
+        if (!stage_done(run.stages[up]))
+          throw SweepError(fmt::format("sweep error: {} finished, but the stage it starts from ({}) is not: {}", s.dir,
+                                       run.stages[up].dir, remove));
       if (fs::is_symlink(s.dir)) {
         // Linked to another sweep's run of the same identity (share.h): its command line is that sweep's.
         if (read_text((fs::path(s.dir) / kIdentityFile).string()) != s.identity)

@@ -431,7 +431,33 @@ TEST(SweepResume, EditedStagesAreRefusedNotSkipped) {
   } catch (const SweepError& e) {
     msg = e.what();
   }
-  EXPECT_NE(msg.find(sw.runs[1].stages[1].dir + " finished, but an earlier stage"), std::string::npos) << msg;
+  EXPECT_NE(msg.find(sw.runs[1].stages[1].dir + " finished, but the stage it starts from (" + sw.runs[1].stages[0].dir +
+                     ") is not"),
+            std::string::npos)
+      << msg;
+}
+
+// A readout stage added to the file after its siblings finished (both start from the pretraining) is just run: the
+// finished fine-tuning does not depend on it.
+TEST(SweepEdits, ANewSiblingStageDoesNotInvalidateTheFinishedOnes) {
+  const fs::path dir = fresh_dir("sibling");
+  const std::string src = NEPA_SOURCE_DIR;
+  write(dir / "pre.yaml", "base: " + src + "/configs/pretrain/fmnist_tiny.yaml\n");
+  write(dir / "probe.yaml", "base: " + src + "/configs/finetune/fmnist_tiny_linprobe.yaml\n");
+  const std::string three = replace(kTwoStages, "points:\n",
+                                    "  - name: finetune\n    app: nepa_finetune\n    config: probe.yaml\n"
+                                    "    from: pretrain\npoints:\n");
+  const Sweep sw = expand(parse_in(dir, three), (dir / "out").string(), "/b");
+  ASSERT_EQ(sw.runs[0].stages.size(), 3u);
+  ASSERT_EQ(sw.runs[0].stages[1].upstream, 0);
+  ASSERT_EQ(sw.runs[0].stages[2].upstream, 0);
+  for (const auto& r : sw.runs)
+    for (size_t i = 0; i < r.stages.size(); ++i) {
+      if (i == 1) continue;  // the middle readout is the new one: never run
+      write(fs::path(r.stages[i].dir) / kAttemptStamp, command_stamp(r.stages[i].command));
+      write(fs::path(r.stages[i].dir) / kDoneMarker, "{}\n");
+    }
+  EXPECT_NO_THROW(check_finished_stages(sw));
 }
 
 // A stage run finished by one sweep is reused by another whose stage has the same effective config (however its
