@@ -311,16 +311,27 @@ void validate(const Config& cfg, const ConfigOrigins& origins) {
             "optim.betas", "must be [beta1, beta2] in [0, 1)");
   c.require(op.eps > 0, "optim.eps", "must be positive");
   c.require(op.weight_decay >= 0, "optim.weight_decay", "must be >= 0");
+  if (op.final_weight_decay) {
+    c.require(*op.final_weight_decay >= 0, "optim.final_weight_decay", "must be >= 0 (null = no ramp)");
+    // The ramp scales the groups that decay; with weight_decay 0 there are none, and the ramp would do nothing.
+    c.require(op.weight_decay > 0, "optim.final_weight_decay",
+              "needs optim.weight_decay > 0 (the value the ramp starts from)");
+  }
   c.require(op.grad_clip >= 0, "optim.grad_clip", "must be >= 0 (0 = off)");
 
   const auto& s = cfg.schedule;
-  static const std::set<std::string> schedules = {"cosine", "constant", "llrd_cosine_warmup", "llrd_cosine", "poly"};
+  static const std::set<std::string> schedules = {"cosine",      "ijepa_cosine", "constant", "llrd_cosine_warmup",
+                                                  "llrd_cosine", "poly"};
   c.require(schedules.count(s.name) > 0, "schedule.name",
-            "unknown schedule '" + s.name + "' (cosine, constant, llrd_cosine_warmup, llrd_cosine, poly)");
+            "unknown schedule '" + s.name + "' (cosine, ijepa_cosine, constant, llrd_cosine_warmup, llrd_cosine, poly)");
   c.require(s.epochs > 0 || s.max_steps > 0, "schedule.epochs", "epochs or max_steps must be positive");
   c.require(s.max_steps >= 0, "schedule.max_steps", "must be >= 0");
   c.require(s.warmup_fraction >= 0 && s.warmup_fraction < 1, "schedule.warmup_fraction", "must be in [0, 1)");
   c.require(s.min_lr >= 0, "schedule.min_lr", "must be >= 0");
+  c.require(s.warmup_start_lr >= 0, "schedule.warmup_start_lr", "must be >= 0");
+  // Only the pretraining schedules read it: elsewhere a start lr would be silently ignored.
+  c.require(s.warmup_start_lr == 0 || s.name == "cosine" || s.name == "ijepa_cosine", "schedule.warmup_start_lr",
+            "is read by the cosine and ijepa_cosine schedules only, not by " + s.name);
 
   const auto& t = cfg.train;
   static const std::regex device_re("cpu|cuda|cuda:[0-9]+");

@@ -39,6 +39,13 @@ ObjectiveKind objective_kind(const std::string& name, const std::string& file) {
   fail(file, "objective.name", "unknown objective '" + name + "' (" + names + ")");
 }
 
+BackboneInit backbone_init(const std::string& name, const std::string& file) {
+  if (name == "hf") return BackboneInit::kHf;
+  if (name == "xavier") return BackboneInit::kXavier;
+  if (name == "depth_scaled") return BackboneInit::kDepthScaled;
+  fail(file, "objective.backbone_init", "unknown initialisation '" + name + "' (hf, xavier, depth_scaled)");
+}
+
 namespace {
 
 // Each field of a section as its YAML text, by key: how a value is compared with its default.
@@ -191,6 +198,7 @@ namespace config_detail {
 void validate_objective(const Config& cfg, const Checker& c) {
   const ObjectiveKind kind = objective_kind(cfg.objective.name, c.origin("objective.name"));
   reject_foreign_objective_keys(cfg.objective, kind, c);
+  backbone_init(cfg.objective.backbone_init, c.origin("objective.backbone_init"));
   switch (kind) {
     case ObjectiveKind::kNepa: return validate_nepa(cfg, c);
     case ObjectiveKind::kAim: return validate_aim(cfg, c);

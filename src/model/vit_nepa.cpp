@@ -275,15 +275,25 @@ ViTNepaModelImpl::ViTNepaModelImpl(const ModelConfig& c) : config_(c) {
   init_weights();
 }
 
-void ViTNepaModelImpl::init_weights() {
+void ViTNepaModelImpl::init_weights(BackboneInit kind) {
   torch::NoGradGuard g;
   double std = config_.initializer_range;
+  const bool xavier = kind == BackboneInit::kXavier;
   for (auto& m : modules(/*include_self=*/false)) {
     if (auto* lin = m->as<torch::nn::Linear>()) {
-      trunc_normal_(lin->weight, std);
+      if (xavier)
+        torch::nn::init::xavier_uniform_(lin->weight);
+      else
+        trunc_normal_(lin->weight, std);
       if (lin->bias.defined()) lin->bias.zero_();
     } else if (auto* conv = m->as<torch::nn::Conv2d>()) {
-      trunc_normal_(conv->weight, std);
+      if (xavier) {
+        // models_mae.py initialize_weights: the patch projection as the linear layer it is, fans out x (C p p).
+        torch::Tensor flat = conv->weight.view({conv->weight.size(0), -1});
+        torch::nn::init::xavier_uniform_(flat);
+      } else {
+        trunc_normal_(conv->weight, std);
+      }
       if (conv->bias.defined()) conv->bias.zero_();
     } else if (auto* ln = m->as<LayerNorm>()) {
       ln->reset_parameters();
@@ -291,9 +301,24 @@ void ViTNepaModelImpl::init_weights() {
       ls->reset_parameters();
     }
   }
-  if (embeddings->cls_token.defined()) trunc_normal_(embeddings->cls_token, std);
+  if (embeddings->cls_token.defined()) {
+    if (xavier)
+      embeddings->cls_token.normal_(0.0, 0.02);  // models_mae.py: normal_(std=.02)
+    else
+      trunc_normal_(embeddings->cls_token, std);
+  }
   if (embeddings->position_embeddings.defined()) trunc_normal_(embeddings->position_embeddings, std);
   if (embeddings->mask_token.defined()) embeddings->mask_token.zero_();
+  if (kind == BackboneInit::kDepthScaled) {
+    // I-JEPA's VisionTransformer.fix_init_weight (src/models/vision_transformer.py): the residual branches'
+    // output projections shrink with depth.
+    for (size_t i = 0; i < encoder->layer->size(); ++i) {
+      auto block = encoder->layer[i]->as<NepaLayer>();
+      const double d = std::sqrt(2.0 * static_cast<double>(i + 1));
+      block->attention->output->dense->weight.div_(d);
+      block->output->dense->weight.div_(d);
+    }
+  }
 }
 
 std::pair<torch::Tensor, torch::Tensor> ViTNepaModelImpl::rope_tables(int64_t gh, int64_t gw,

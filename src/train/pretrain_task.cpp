@@ -45,6 +45,12 @@ PretrainTask::PretrainTask(const Config& config, ViTNepaModel model, std::shared
                            std::shared_ptr<const Dataset> knn_queries, torch::Device device, dist::Comm* comm)
     : config_(config), model_(std::move(model)), objective_(make_objective(config)),
       knn_memory_(std::move(knn_memory)), knn_queries_(std::move(knn_queries)), device_(device), comm_(comm) {
+  // Before attach: an objective may copy the trunk (I-JEPA's target encoder). hf is what the constructor drew.
+  const BackboneInit init = backbone_init(config.objective.backbone_init);
+  if (init != BackboneInit::kHf) {
+    model_->init_weights(init);
+    spdlog::info("backbone initialised as objective.backbone_init {} says", config.objective.backbone_init);
+  }
   objective_->attach(model_);
   NamedModules added = objective_->modules();
   for (auto& [name, m] : added) m->to(device_);
@@ -76,12 +82,13 @@ std::vector<std::pair<std::string, double>> PretrainTask::evaluate(int64_t /*ste
   opts.shuffle = opts.limit > 0;
   DataLoader memory_loader(knn_memory_, config_.data, opts);
   memory_loader.start(0);
-  Features memory = all_gather(comm, extract_features(model_, memory_loader));
+  ViTNepaModel encoder = objective_->readout_encoder(model_);
+  Features memory = all_gather(comm, extract_features(encoder, memory_loader));
   opts.limit = config_.eval.knn_eval_samples;
   opts.shuffle = opts.limit > 0;
   DataLoader query_loader(knn_queries_, config_.data, opts);
   query_loader.start(0);
-  Features queries = all_gather(comm, extract_features(model_, query_loader));
+  Features queries = all_gather(comm, extract_features(encoder, query_loader));
   const int classes = std::max(knn_memory_->num_classes(), 1);
   const int k = static_cast<int>(std::min<int64_t>(config_.eval.knn_k, memory.labels.size(0)));
   double mean_top1 = knn_top1(memory.mean_pooled, memory.labels, queries.mean_pooled, queries.labels, k, classes);

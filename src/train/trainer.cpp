@@ -305,6 +305,9 @@ TrainResult train(const Config& cfg, TrainTask& task, DataLoader& loader, const 
                steps, steps_per_epoch, micro_per_epoch, cfg.train.micro_batch, accum, world_size,
                scaled_lr(cfg.optim, cfg.train.total_batch), lr_summary);
   spdlog::info("{}; {}", describe_clipping(cfg.optim), describe_ema(cfg.train));
+  if (cfg.optim.final_weight_decay)
+    spdlog::info("weight decay {:.4g} -> {:.4g} along a half cosine over the run (I-JEPA's CosineWDSchedule)",
+                 cfg.optim.weight_decay, *cfg.optim.final_weight_decay);
   if (world_size > 1)
     spdlog::info("data parallel: {} processes ({}), {} gradient buckets of <= {} MB{}", world_size, comm.backend(),
                  grad_sync.num_buckets(), cfg.dist.bucket_mb,
@@ -363,7 +366,7 @@ TrainResult train(const Config& cfg, TrainTask& task, DataLoader& loader, const 
     TrainState before, after;
     std::map<std::string, torch::Tensor> generators_before;
     std::unique_ptr<Readback> figures;  // [loss, metrics..., grad norm, skipped, stop, (group) per-parameter ranks]
-    double lr = 0;
+    double lr = 0, wd = 0;
     bool log = false;
     Interval interval;
   };
@@ -411,15 +414,17 @@ TrainResult train(const Config& cfg, TrainTask& task, DataLoader& loader, const 
         values.emplace_back(metric_names[i], v[1 + i]);
         extras += fmt::format(" {} {:.4f}", metric_names[i], v[1 + i]);
       }
-      values.insert(values.end(), {{"lr", u.lr}, {"grad_norm", gnorm}, {"img_per_s", u.interval.img_s},
+      values.insert(values.end(), {{"lr", u.lr}, {"wd", u.wd}, {"grad_norm", gnorm}, {"img_per_s", u.interval.img_s},
                                    {"data_wait", u.interval.data_share}, {"peak_rss_mb", u.interval.peak_rss_mb}});
       std::string comm_share;
       if (u.interval.comm_share >= 0) {
         values.emplace_back("comm_wait", u.interval.comm_share);
         comm_share = fmt::format(" comm {:.0f}%", 100.0 * u.interval.comm_share);
       }
-      spdlog::info("step {}/{} ep {} loss {:.4f}{} lr {:.3e} gnorm {:.3f} {:.0f} img/s data {:.0f}%{} ETA {}",
-                   u.after.step, steps, u.after.epoch, loss, extras, u.lr, gnorm, u.interval.img_s,
+      // The weight decay only when it moves: otherwise it is the config's value, printed at the start.
+      const std::string wd_text = cfg.optim.final_weight_decay ? fmt::format(" wd {:.4g}", u.wd) : "";
+      spdlog::info("step {}/{} ep {} loss {:.4f}{} lr {:.3e}{} gnorm {:.3f} {:.0f} img/s data {:.0f}%{} ETA {}",
+                   u.after.step, steps, u.after.epoch, loss, extras, u.lr, wd_text, gnorm, u.interval.img_s,
                    100.0 * u.interval.data_share, comm_share, format_duration(u.interval.eta_s));
       metrics.write("train", u.after.step, values);
       result.last_metrics.clear();
@@ -539,9 +544,14 @@ TrainResult train(const Config& cfg, TrainTask& task, DataLoader& loader, const 
 
     const bool log_now = (state.step + 1) % cfg.log.log_every == 0 || state.step + 1 == steps;
     double lr = 0.0;  // logged: the largest group lr (all equal in pretraining)
+    // optim.final_weight_decay scales every decaying group's configured value alike (a function of the step:
+    // nothing to checkpoint).
+    const double wd = weight_decay_at(cfg.optim, state.step, steps);
+    const double wd_scale = cfg.optim.weight_decay > 0 ? wd / cfg.optim.weight_decay : 1.0;
     for (size_t g = 0; g < optimizer->num_groups(); ++g) {
       const double group_lr = schedule->lr(static_cast<int>(g), state.step) * groups[g].lr_scale;
       optimizer->set_lr(g, group_lr);
+      optimizer->set_weight_decay(g, groups[g].weight_decay * wd_scale);
       lr = std::max(lr, group_lr);
     }
     optimizer->step(found_inf);
@@ -554,7 +564,7 @@ TrainResult train(const Config& cfg, TrainTask& task, DataLoader& loader, const 
     if (ema) ema->update_buffers(state.step);
     task.after_step(state.step, found_inf);
 
-    Unsettled u{before, state, generators_before, std::make_unique<Readback>(figures), lr, log_now, {}};
+    Unsettled u{before, state, generators_before, std::make_unique<Readback>(figures), lr, wd, log_now, {}};
     if (log_now) {
       const double secs = seconds_since(interval_start);
       u.interval.img_s = interval_images / secs;

@@ -114,6 +114,14 @@ TEST(Config, ImpossibleValuesNameKeyAndFile) {
   std::string dev = d.write("dev.yaml", "train:\n  device: gpu\n");
   EXPECT_EQ(error_of<ConfigError>([&] { load_config(dev); }),
             "config error: " + dev + ": train.device: expected cpu, cuda or cuda:N, got 'gpu'");
+  std::string wd = d.write("wd.yaml", "optim:\n  weight_decay: 0\n  final_weight_decay: 0.4\n");
+  EXPECT_EQ(error_of<ConfigError>([&] { load_config(wd); }),
+            "config error: " + wd +
+                ": optim.final_weight_decay: needs optim.weight_decay > 0 (the value the ramp starts from)");
+  std::string sl = d.write("sl.yaml", "schedule:\n  name: llrd_cosine\n  warmup_start_lr: 1.0e-4\n");
+  EXPECT_EQ(error_of<ConfigError>([&] { load_config(sl); }),
+            "config error: " + sl +
+                ": schedule.warmup_start_lr: is read by the cosine and ijepa_cosine schedules only, not by llrd_cosine");
   std::string pr = d.write("pr.yaml", "model:\n  num_prompt_token: 4\n");
   EXPECT_NE(error_of<ConfigError>([&] { load_config(pr); }).find("model.num_prompt_token: prompt tokens are not supported"),
             std::string::npos);
@@ -233,6 +241,7 @@ TEST(Config, ShippedConfigsLoad) {
   EXPECT_DOUBLE_EQ(mae.optim.grad_clip, 0.0);
   EXPECT_EQ(mae.data.crop_scale, (std::vector<double>{0.2, 1.0}));
   EXPECT_FALSE(mae.train.ema);
+  EXPECT_EQ(mae.objective.backbone_init, "xavier");
   EXPECT_EQ(mae.train.total_batch, 4096);
   // I-JEPA-B/14: the release's ViT-H/14 recipe, its absolute lr 1e-3 at batch 2048 as a base lr.
   Config ijepa = load_config(nepa::test::source_path("configs/pretrain/ijepa_vitb.yaml")).config;
@@ -241,4 +250,10 @@ TEST(Config, ShippedConfigsLoad) {
   EXPECT_EQ(ijepa.objective.ijepa.predictor_width, 384);
   EXPECT_DOUBLE_EQ(ijepa.optim.base_lr * ijepa.train.total_batch / ijepa.optim.lr_batch_reference, 1e-3);
   EXPECT_DOUBLE_EQ(ijepa.data.hflip_prob, 0.0);
+  // Its schedulers: warmup from start_lr 2e-4, weight decay 0.04 -> 0.4.
+  EXPECT_EQ(ijepa.schedule.name, "ijepa_cosine");
+  EXPECT_EQ(ijepa.objective.backbone_init, "depth_scaled");
+  EXPECT_DOUBLE_EQ(ijepa.schedule.warmup_start_lr, 2e-4);
+  EXPECT_DOUBLE_EQ(ijepa.optim.weight_decay, 0.04);
+  EXPECT_EQ(ijepa.optim.final_weight_decay, std::optional<double>(0.4));
 }

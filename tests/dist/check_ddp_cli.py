@@ -1,7 +1,8 @@
 """Multi-process nepa_pretrain on Gloo over loopback (run by ctest).
 
 1. torchrun --no-python with 2 processes x micro-batch 8 equals 1 process x micro-batch 16 on the same samples
-   (NEPA, and AIM with its pixel head and prefix-causal mask):
+   (NEPA; AIM with its pixel head and prefix-causal mask; I-JEPA with its predictor and momentum target encoder,
+   which has no gradient and is not all-reduced, yet must stay equal on every rank):
    per-step losses, final weights and their EMA within 1e-6; the same with gradient accumulation (total batch 32).
    Gradient clipping is on at a norm every step exceeds, so this also shows that the ranks clip the averaged
    gradient (clipping each rank's own gradient would give other weights).
@@ -87,20 +88,20 @@ def single(exe, cfg, run, *sets):
     check(r.returncode == 0, f"single-process run failed:\n{r.stdout}")
 
 
-def compare(a, b, what):
+def compare(a, b, what, clip=0.05, exports=("final", "final_ema")):
     la, lb = losses(a), losses(b)
     check(len(la) == len(lb) and len(la) > 0, f"{what}: {len(la)} vs {len(lb)} logged steps")
     dl = max(abs(x - y) for x, y in zip(la, lb))
     gnorms = [r["grad_norm"] for r in train_rows(a)]
-    check(min(gnorms) > 0.05, f"{what}: clipping at 0.05 was not active on every step (pre-clip norms {gnorms})")
+    check(min(gnorms) > clip, f"{what}: clipping at {clip} was not active on every step (pre-clip norms {gnorms})")
     dw = 0.0
-    for export in ("final", "final_ema"):
+    for export in exports:
         wa = load_file(os.path.join(a, export, "model.safetensors"))
         wb = load_file(os.path.join(b, export, "model.safetensors"))
         check(wa.keys() == wb.keys(), f"{what}: different tensors in {export}")
         dw = max([dw] + [float(np.abs(wa[k] - wb[k]).max()) for k in wa])
     print(f"{what}: {len(la)} steps, final loss {la[-1]:.6f} vs {lb[-1]:.6f}, max |loss diff| {dl:.2e}, "
-          f"max |weight diff| {dw:.2e} (weights and EMA), pre-clip grad norm {min(gnorms):.3f}..{max(gnorms):.3f}")
+          f"max |weight diff| {dw:.2e} ({', '.join(exports)}), pre-clip grad norm {min(gnorms):.4g}..{max(gnorms):.4g}")
     check(dl <= 1e-6 and dw <= 1e-6, f"{what}: 2 processes differ from 1 process")
 
 AIM_SETS = ["objective.name=aim", "objective.aim.prefix_min=6", "objective.aim.prefix_max=6",
@@ -108,7 +109,20 @@ AIM_SETS = ["objective.name=aim", "objective.aim.prefix_min=6", "objective.aim.p
             "model.use_sincos_pos_embed=true", "model.use_rope=false", "model.qk_norm=false", "model.is_causal=false"]
 
 
-def one_vs_two(exe, cfg, work, what, total, micro2, sets, torchrun):
+# I-JEPA's masks come from each rank's own generator; they are made the same everywhere by blocks that have one
+# place only (a block spans at most grid - 1 rows and columns and starts before the last one: on the 4 x 4 grid
+# every block is the 3 x 3 at the corner), the context overlapping the target. Its export (final/) is the momentum
+# target encoder, updated from the averaged step on every rank; there is no weight EMA (train.ema must be false).
+# Its gradients are smaller than the others': clipping is checked at a lower norm.
+IJEPA_SETS = ["objective.name=ijepa", "objective.ijepa.num_pred_masks=1", "objective.ijepa.pred_mask_scale=[1.0, 1.0]",
+              "objective.ijepa.enc_mask_scale=[1.0, 1.0]", "objective.ijepa.aspect_ratio=[1.0, 1.0]",
+              "objective.ijepa.allow_overlap=true", "objective.ijepa.min_keep=4", "objective.ijepa.predictor_depth=1",
+              "objective.ijepa.predictor_width=16", "objective.ijepa.ema=[0.9, 0.99]", "model.use_cls_token=false",
+              "model.use_sincos_pos_embed=true", "model.use_rope=false", "model.qk_norm=false", "model.is_causal=false",
+              "train.ema=false", "optim.grad_clip=0.002"]
+
+
+def one_vs_two(exe, cfg, work, what, total, micro2, sets, torchrun, **compare_args):
     """1 process x micro-batch 2 * micro2 vs 2 processes x micro2 at train.total_batch `total`."""
     tag = what.replace(" ", "_").replace(",", "")
     one, two = os.path.join(work, f"one_{tag}"), os.path.join(work, f"two_{tag}")
@@ -125,7 +139,7 @@ def one_vs_two(exe, cfg, work, what, total, micro2, sets, torchrun):
         check(codes == [0, 0], f"2-process run failed: {codes}\n{outs}")
         out = outs[0]
     check("data parallel: 2 processes (gloo)" in out, "no data-parallel line:\n" + out)
-    compare(one, two, f"{what}: 1 x {2 * micro2} vs 2 x {micro2}")
+    compare(one, two, f"{what}: 1 x {2 * micro2} vs 2 x {micro2}", **compare_args)
 
 
 def stop_2proc(exe, cfg, run, sets):
@@ -164,6 +178,8 @@ def main():
     # the predicted patches of each rank's images: only with equal counts does the average of the ranks' means
     # equal the mean over the whole batch (as in any data-parallel AIM, the release's included).
     one_vs_two(exe, cfg, work, "AIM, total batch 16", 16, 8, AIM_SETS, torchrun)
+    # ---- 1c. I-JEPA: the context encoder's and predictor's gradients averaged, the target encoder kept equal.
+    one_vs_two(exe, cfg, work, "I-JEPA, total batch 16", 16, 8, IJEPA_SETS, torchrun, clip=0.002, exports=("final",))
 
     # ---- 2. SIGTERM to both ranks, then resume with 2 processes (model randomness on) ---------------------
     long_sets = ["--set", "schedule.max_steps=300", "--set", "train.micro_batch=8"]

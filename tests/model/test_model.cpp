@@ -125,6 +125,53 @@ TEST(Model, InitialisationFollowsTheSpec) {
   EXPECT_LE(m->embeddings->patch_embeddings->projection->weight.abs().max().item<double>(), 2.0);
 }
 
+// objective.backbone_init: depth_scaled (I-JEPA's fix_init_weight) is hf with block i's attention output and fc2 divided by sqrt(2 i); xavier (MAE's) puts every linear weight and
+// the patch projection (as a linear layer of fan-in C p p) uniform within +-sqrt(6 / (fan_in + fan_out)), the
+// biases at zero, the CLS token normal with std 0.02.
+TEST(Model, ReleaseInitialisationsOfMaeAndIjepa) {
+  ModelConfig c = tiny();
+  c.hidden_size = 128;
+  c.num_attention_heads = 4;
+  c.intermediate_size = 512;
+  c.num_hidden_layers = 3;
+  ViTNepaModel hf(c), scaled(c), xavier(c);
+  torch::manual_seed(5);
+  hf->init_weights(BackboneInit::kHf);
+  torch::manual_seed(5);
+  scaled->init_weights(BackboneInit::kDepthScaled);
+  auto h = hf->named_parameters(), s = scaled->named_parameters();
+  for (const auto& p : h) {
+    double d = 1.0;
+    for (int i = 0; i < 3; ++i)
+      if (p.key() == "encoder.layer." + std::to_string(i) + ".attention.output.dense.weight" ||
+          p.key() == "encoder.layer." + std::to_string(i) + ".output.dense.weight")
+        d = std::sqrt(2.0 * (i + 1));
+    EXPECT_TRUE(torch::allclose(s[p.key()], p.value() / d, 0.0, 0.0)) << p.key() << " / " << d;
+  }
+
+  torch::manual_seed(6);
+  xavier->init_weights(BackboneInit::kXavier);
+  int linears = 0;
+  for (const auto& m : xavier->named_modules()) {
+    torch::Tensor w;
+    if (auto* lin = m.value()->as<torch::nn::Linear>()) {
+      w = lin->weight;
+      if (lin->bias.defined()) EXPECT_EQ(lin->bias.abs().max().item<double>(), 0.0) << m.key();
+    } else if (auto* conv = m.value()->as<torch::nn::Conv2d>()) {
+      w = conv->weight.view({conv->weight.size(0), -1});
+    } else {
+      continue;
+    }
+    ++linears;
+    const double bound = std::sqrt(6.0 / static_cast<double>(w.size(0) + w.size(1)));
+    EXPECT_LE(w.abs().max().item<double>(), bound) << m.key();
+    EXPECT_GT(w.abs().max().item<double>(), 0.95 * bound) << m.key();
+    EXPECT_NEAR(w.std().item<double>(), bound / std::sqrt(3.0), 0.1 * bound / std::sqrt(3.0)) << m.key();
+  }
+  EXPECT_EQ(linears, 1 + 3 * 6);  // the patch projection; q, k, v, attention output, fc1, fc2 per block
+  EXPECT_NEAR(xavier->embeddings->cls_token.std().item<double>(), 0.02, 0.006);
+}
+
 TEST(Model, CausalityAndBidirectionality) {
   torch::manual_seed(3);
   ViTNepaModel m(tiny(true));

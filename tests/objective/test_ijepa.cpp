@@ -187,6 +187,61 @@ TEST(IjepaObjective, TargetStartsAsTheBackboneTakesNoGradientAndFollowsWithTheSc
 // An I-JEPA run stopped by SIGTERM after step 3 and resumed in a fresh task: the masks replay from the checkpointed
 // generator and the target encoder (a checkpointed module) and momentum schedule continue, so every per-step loss,
 // both encoders and the predictor equal an uninterrupted run's.
+// objective.backbone_init depth_scaled (I-JEPA's encoder init) is applied before the target encoder is copied:
+// both start from the rescaled weights. An unknown name is a config error naming the key and the choices.
+TEST(IjepaObjective, TheReleaseInitReachesTheTrunkBeforeTheTargetCopiesIt) {
+  Config c = ijepa_config();
+  c.objective.backbone_init = "depth_scaled";
+  torch::manual_seed(0);
+  ViTNepaModel trunk(c.model);
+  const torch::Tensor fc2_before = trunk->encoder->layer[1]->as<NepaLayer>()->output->dense->weight.clone();
+  PretrainTask task(c, trunk, nullptr, nullptr, torch::kCPU);
+  const torch::Tensor fc2 = trunk->encoder->layer[1]->as<NepaLayer>()->output->dense->weight;
+  EXPECT_FALSE(torch::equal(fc2, fc2_before));  // re-drawn, then divided by sqrt(4) (exactly: Model.*Initialisations*)
+  auto names = task.module().named_parameters();
+  for (const auto& p : trunk->named_parameters())
+    EXPECT_TRUE(torch::equal(p.value(), names["target_encoder." + p.key()])) << p.key();
+
+  const std::string msg = test::error_of<ConfigError>([&] {
+    load_config_from_string("objective:\n  backbone_init: jax\n", "run.yaml");
+  });
+  EXPECT_EQ(msg, "config error: run.yaml: objective.backbone_init: unknown initialisation 'jax' (hf, xavier, "
+                 "depth_scaled)");
+}
+
+// The k-NN readout during pretraining measures the target encoder, the model the export writes: changing the
+// context encoder (the backbone) leaves its figures as they were, the same change to the target does not.
+TEST(IjepaObjective, TheKnnReadoutReadsTheTargetEncoder) {
+  Config c = ijepa_config();
+  c.data.dataset = "synthetic";
+  c.data.synthetic_size = 48;
+  c.data.num_workers = 1;
+  c.eval.knn_k = 5;
+  torch::manual_seed(0);
+  ViTNepaModel trunk(c.model);
+  PretrainTask task(c, trunk, make_dataset(c.data, c.data.split), make_dataset(c.data, c.data.eval_split),
+                    torch::kCPU);
+  const auto before = task.evaluate(0);
+  ASSERT_EQ(before.size(), 2u);
+  auto params = task.module().named_parameters();
+  {
+    torch::NoGradGuard g;
+    for (const auto& p : trunk->parameters()) p.mul_(-3.0).add_(0.1);
+  }
+  const auto after_trunk = task.evaluate(0);
+  EXPECT_EQ(after_trunk, before);
+  {
+    torch::NoGradGuard g;
+    for (const auto& p : params)
+      if (p.key().rfind("target_encoder.", 0) == 0) p.value().mul_(-3.0).add_(0.1);
+  }
+  EXPECT_NE(task.evaluate(0), before);  // the same change made to the target encoder is seen
+
+  IjepaObjective o(c.objective.ijepa, c.model);
+  o.attach(trunk);
+  EXPECT_EQ(o.readout_encoder(trunk).ptr(), o.modules()[1].second);
+}
+
 TEST(IjepaObjective, ARunResumesExactly) {
   test::TempDir dir;
   Config c = test::tiny_train_config(dir.file("ref"));

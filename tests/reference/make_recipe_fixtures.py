@@ -11,6 +11,10 @@ release's facts (NEPA-SPEC §3-4, issue "Recipes exactly as the release trains t
                             layer-wise schedules (schedulers.py, as LambdaLR multiplies each group's initial lr):
                             llrd_cosine_warmup with per-group warmup (Python's round, half to even), llrd_cosine
                             with and without an end value (llrd fixed without one), and no warmup at all.
+<out>/ijepa_sched.safetensors  I-JEPA's lr and weight-decay schedules (src/utils/schedulers.py: WarmupCosineSchedule
+                            from start_lr, CosineWDSchedule, each advancing its counter before computing, as
+                            train.py calls them once per iteration before the update), written from the release's
+                            facts: the lr and wd of every update of a few runs, a rising and a falling wd.
 <out>/views.safetensors     evaluation views and training crops of generated ImageNet-sized images through
                             torchvision, both on PIL images (the release's pipeline: Pillow's antialiased filters)
                             and on uint8 tensors (resize(antialias=True)): the B eval view (Resize(256) shorter side,
@@ -140,6 +144,45 @@ def llrd_fixture(out):
     save_file(tensors, os.path.join(out, "llrd.safetensors"))
 
 
+# ---- I-JEPA's schedules (src/utils/schedulers.py semantics, written from the facts) -------------------------------
+class IjepaLr:
+    def __init__(self, warmup_steps, start_lr, ref_lr, t_max, final_lr):
+        self.start, self.ref, self.final, self.warmup = start_lr, ref_lr, final_lr, warmup_steps
+        self.t_max, self.count = t_max - warmup_steps, 0
+
+    def step(self):
+        self.count += 1
+        if self.count < self.warmup:
+            return self.start + self.count / max(1, self.warmup) * (self.ref - self.start)
+        progress = (self.count - self.warmup) / max(1, self.t_max)
+        return max(self.final, self.final + (self.ref - self.final) * 0.5 * (1.0 + math.cos(math.pi * progress)))
+
+
+class IjepaWd:
+    def __init__(self, ref_wd, t_max, final_wd):
+        self.ref, self.final, self.t_max, self.count = ref_wd, final_wd, t_max, 0
+
+    def step(self):
+        self.count += 1
+        wd = self.final + (self.ref - self.final) * 0.5 * (1.0 + math.cos(math.pi * self.count / self.t_max))
+        return max(self.final, wd) if self.final <= self.ref else min(self.final, wd)
+
+
+def ijepa_schedule_fixture(out):
+    cases = {
+        # name: (total steps, warmup steps, start_lr, ref_lr, final_lr, wd, final_wd)
+        "vith14": (300, 40, 2e-4, 1e-3, 1e-6, 0.04, 0.4),  # in1k_vith14_ep300.yaml with one step per epoch
+        "short_warmup": (97, 1, 0.0, 5e-4, 0.0, 0.4, 0.04),  # a falling weight decay, a one-step warmup
+    }
+    tensors = {}
+    for name, (total, warmup, start, ref, final, wd, final_wd) in cases.items():
+        lr_s, wd_s = IjepaLr(warmup, start, ref, total, final), IjepaWd(wd, total, final_wd)
+        tensors[f"{name}.lr"] = torch.tensor([lr_s.step() for _ in range(total)], dtype=torch.float64)
+        tensors[f"{name}.wd"] = torch.tensor([wd_s.step() for _ in range(total)], dtype=torch.float64)
+        tensors[f"{name}.spec"] = torch.tensor([total, warmup, start, ref, final, wd, final_wd], dtype=torch.float64)
+    save_file(tensors, os.path.join(out, "ijepa_sched.safetensors"))
+
+
 # ---- image views ---------------------------------------------------------------------------------------------------
 def natural_image(h, w, channels, seed):
     """Smooth colour fields, hard-edged shapes, fine stripes (where a filter without antialiasing aliases) and
@@ -201,6 +244,7 @@ def main():
     clip_fixture(out)
     adamw_fixture(out)
     llrd_fixture(out)
+    ijepa_schedule_fixture(out)
     views_fixture(out)
     print(f"wrote clip, adamw, llrd and views fixtures to {out}")
 

@@ -6,6 +6,9 @@
 1b. The pretraining run also exports its EMA (final_ema/, equal to the EMA in its last checkpoint, not to the
    weights); fine-tuning from final_ema/ and from that checkpoint with finetune.init_ema gives the same run, and
    init_ema on an exported folder stops with one line saying what to do instead.
+1c-1e. Exports of other objectives fine-tune without restating model.*: an AIM trunk (its architecture read from
+   its config.json), an MAE pretraining's encoder (the decoder stays in the checkpoint), an I-JEPA pretraining's
+   target encoder (its export, not the context encoder).
 2. --eval-only on those exports gives exactly the accuracy the training run logged (weights and EMA).
 3. A fine-tuning run stopped by SIGTERM after its first evaluation and resumed ends with the same weights, EMA
    and figures as an uninterrupted run (drop path on: evaluating the EMA must not shift the random draws).
@@ -203,6 +206,27 @@ def main():
     check("new, not in finetune.init (4): classifier.bias, classifier.weight, fc_norm.bias, fc_norm.weight" in out,
           "the MAE encoder should load whole, only the head new:\n" + out[:3000])
     print("an MAE pretraining exports its encoder alone (decoder in the checkpoint) and it fine-tunes")
+
+    # ---- 1e. an I-JEPA pretraining: the export is the target encoder (the checkpoint's, not the context encoder)
+    ijepa = os.path.join(work, "ijepa_pre")
+    out = run([pretrain, "--config", pcfg, "--output-dir", ijepa] + [x for s in (
+        "objective.name=ijepa", "objective.ijepa.num_pred_masks=2", "objective.ijepa.pred_mask_scale=[0.25, 0.3]",
+        "objective.ijepa.min_keep=1", "objective.ijepa.predictor_depth=1", "objective.ijepa.predictor_width=16",
+        "objective.ijepa.predictor_heads=2", "objective.ijepa.ema=[0.5, 0.6]", "model.use_cls_token=false",
+        "model.use_sincos_pos_embed=true", "model.use_rope=false", "model.qk_norm=false",
+        "model.pos_embed_rescale=null", "model.is_causal=false", "train.ema=false", "schedule.max_steps=6")
+        for x in ("--set", s)])
+    exported = load_file(os.path.join(ijepa, "final", "model.safetensors"))
+    saved = load_file(os.path.join(ijepa, "checkpoints", "step_00000006.safetensors"))
+    check(all(np.array_equal(v, saved["model.target_encoder." + k[len("vit_nepa."):]]) for k, v in exported.items()),
+          "the I-JEPA export should be the checkpoint's target encoder")
+    check(max(float(np.abs(v - saved["model." + k[len("vit_nepa."):]]).max()) for k, v in exported.items()) > 0,
+          "the I-JEPA export equals the context encoder: it should be the target")
+    out = run([finetune, "--config", fcfg, "--output-dir", os.path.join(work, "from_ijepa"), "--init",
+               os.path.join(ijepa, "final")] + short)
+    check("new, not in finetune.init (4): classifier.bias, classifier.weight, fc_norm.bias, fc_norm.weight" in out,
+          "the I-JEPA target encoder should load whole, only the head new:\n" + out[:3000])
+    print("an I-JEPA pretraining exports its target encoder (not the context encoder) and it fine-tunes")
 
     # ---- 2. --eval-only reproduces the logged figures --------------------------------------------------------
     for weights, key in (("final", "top1"), ("final_ema", "ema_top1")):

@@ -1,7 +1,8 @@
 // The release's recipe around the model, against fixtures from tests/reference/make_recipe_fixtures.py:
 // gradient clipping equal to torch.nn.utils.clip_grad_norm_ on the same tensors, AdamW equal to
 // torch.optim.AdamW(fused=True), and both layer-wise lr
-// schedules equal to the release's schedulers.py (as LambdaLR applies them) at every step of every group.
+// schedules equal to the release's schedulers.py (as LambdaLR applies them) at every step of every group; I-JEPA's
+// lr and weight-decay schedules (schedule.name ijepa_cosine, optim.final_weight_decay) at every step.
 #include <fmt/format.h>
 #include <gtest/gtest.h>
 #include <torch/torch.h>
@@ -9,6 +10,7 @@
 #include "nepa/io/safetensors.h"
 #include "nepa/train/llrd.h"
 #include "nepa/train/optim.h"
+#include "nepa/train/schedule.h"
 #include "test_util.h"
 
 namespace nepa {
@@ -120,6 +122,35 @@ TEST(RecipeParity, LayerwiseScheduleEqualsTheRelease) {
         ASSERT_LE(d, 1e-12 + 1e-12 * want) << "group " << g << " step " << step;
       }
     std::cout << name << ": " << specs.size() << " groups x " << total << " steps, max |d lr| " << worst << "\n";
+  }
+}
+
+TEST(RecipeParity, IjepaScheduleEqualsTheRelease) {
+  auto f = fixture("ijepa_sched.safetensors");
+  for (const std::string name : {"vith14", "short_warmup"}) {
+    SCOPED_TRACE(name);
+    const torch::Tensor spec = f.at(name + ".spec"), lr = f.at(name + ".lr"), wd = f.at(name + ".wd");
+    const auto total = static_cast<int64_t>(spec[0].item<double>());
+    Config c;
+    c.schedule.name = "ijepa_cosine";
+    c.schedule.warmup_fraction = spec[1].item<double>() / static_cast<double>(total);
+    c.schedule.warmup_start_lr = spec[2].item<double>();
+    c.optim.base_lr = spec[3].item<double>();
+    c.optim.lr_batch_reference = c.train.total_batch = 256;  // the release's lr is absolute
+    c.schedule.min_lr = spec[4].item<double>();
+    c.optim.weight_decay = spec[5].item<double>();
+    c.optim.final_weight_decay = spec[6].item<double>();
+    auto s = make_schedule(c, total);
+    double worst_lr = 0.0, worst_wd = 0.0;
+    for (int64_t step = 0; step < total; ++step) {
+      const double d_lr = std::abs(s->lr(0, step) - lr[step].item<double>());
+      const double d_wd = std::abs(weight_decay_at(c.optim, step, total) - wd[step].item<double>());
+      worst_lr = std::max(worst_lr, d_lr);
+      worst_wd = std::max(worst_wd, d_wd);
+      ASSERT_LE(d_lr, 1e-15) << "lr at step " << step;
+      ASSERT_LE(d_wd, 1e-15) << "wd at step " << step;
+    }
+    std::cout << name << ": " << total << " steps, max |d lr| " << worst_lr << ", max |d wd| " << worst_wd << "\n";
   }
 }
 

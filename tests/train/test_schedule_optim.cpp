@@ -31,6 +31,41 @@ TEST(Schedule, WarmupThenCosineMatchesTheFormula) {
   for (int64_t step = 11; step < 110; ++step) EXPECT_LT(s.lr(0, step), s.lr(0, step - 1));
 }
 
+// I-JEPA's start_lr and its step counting; the exact values against the release's semantics are in
+// RecipeParity.IjepaScheduleEqualsTheRelease.
+TEST(Schedule, WarmupFromAStartLrAndTheFirstStep) {
+  WarmupCosineSchedule hf(1e-3, 0.0, 10, 100, false, /*start_lr=*/2e-4);
+  EXPECT_DOUBLE_EQ(hf.lr(0, 0), 2e-4);
+  EXPECT_DOUBLE_EQ(hf.lr(0, 5), 6e-4);
+  EXPECT_DOUBLE_EQ(hf.lr(0, 10), 1e-3);
+  WarmupCosineSchedule ijepa(1e-3, 0.0, 10, 100, false, 2e-4, /*first_step=*/1);
+  for (int64_t step = 0; step < 99; ++step) EXPECT_DOUBLE_EQ(ijepa.lr(0, step), hf.lr(0, step + 1)) << step;
+  EXPECT_DOUBLE_EQ(ijepa.lr(0, 99), 0.0);  // the last update at the end of the cosine
+}
+
+// Pretraining builds cosine, ijepa_cosine and constant; a fine-tuning or segmentation schedule named there would
+// otherwise run as a plain cosine without a word.
+TEST(Schedule, APretrainingRefusesTheOtherTasksSchedules) {
+  Config c;
+  for (const std::string name : {"llrd_cosine", "llrd_cosine_warmup", "poly"}) {
+    c.schedule.name = name;
+    EXPECT_EQ(test::error_of<ConfigError>([&] { make_schedule(c, 100); }),
+              "config error: schedule.name: " + name + " is not a schedule of this task (cosine, ijepa_cosine or constant)");
+  }
+}
+
+TEST(Schedule, WeightDecayRampIsOffWithoutAFinalValue) {
+  OptimConfig o;
+  o.weight_decay = 0.05;
+  for (int64_t step : {0, 50, 99}) EXPECT_EQ(weight_decay_at(o, step, 100), 0.05);
+  o.weight_decay = 0.04;
+  o.final_weight_decay = 0.4;
+  EXPECT_NEAR(weight_decay_at(o, 49, 100), 0.22, 1e-15);  // halfway: 50 of 100 calls
+  EXPECT_DOUBLE_EQ(weight_decay_at(o, 99, 100), 0.4);
+  for (int64_t step = 0; step < 300; ++step) EXPECT_LE(weight_decay_at(o, step, 100), 0.4);  // never past the final
+  for (int64_t step = 1; step < 100; ++step) EXPECT_GT(weight_decay_at(o, step, 100), weight_decay_at(o, step - 1, 100));
+}
+
 TEST(Schedule, ConstantAfterWarmup) {
   WarmupCosineSchedule s(2e-3, 0.0, 4, 100, /*constant=*/true);
   EXPECT_DOUBLE_EQ(s.lr(0, 2), 1e-3);

@@ -9,6 +9,7 @@
 #include "nepa/io/safetensors.h"
 #include "nepa/train/autocast.h"
 #include "nepa/train/checkpoint.h"
+#include "nepa/train/schedule.h"
 #include "nepa/train/signals.h"
 #include "train_test_util.h"
 
@@ -61,6 +62,48 @@ TEST(Trainer, TinyRunLowersTheLossAndExportsTheBackbone) {
   for (const char* key : {"\"step\":5", "\"epoch\":", "\"loss\":", "\"cos\":", "\"pred_std\":", "\"lr\":",
                           "\"grad_norm\":", "\"img_per_s\":", "\"data_wait\":", "\"peak_rss_mb\":"})
     EXPECT_NE(first.find(key), std::string::npos) << key << " missing in " << first;
+}
+
+// optim.final_weight_decay reaches the optimizer: a one-step run whose ramp 0.04 -> 0.4 ends at that step (I-JEPA's
+// schedule: the first update is already one call in) trains exactly as a run at 0.4 throughout, and not as one at
+// 0.04; a longer run logs the ramp's value at every step.
+TEST(Trainer, TheWeightDecayRampIsWhatTheOptimizerApplies) {
+  test::TempDir dir;
+  auto one_step = [&](const std::string& name, double wd, std::optional<double> final_wd) {
+    Config c = tiny_train_config(dir.file(name));
+    c.schedule.name = "constant";
+    c.schedule.warmup_fraction = 0.0;  // a full lr at the one step: lr x wd is what differs
+    c.schedule.max_steps = 1;
+    c.optim.base_lr = 0.5;             // a visible decay: (1 - lr x wd) of each matrix
+    c.optim.lr_batch_reference = c.train.total_batch;  // lr = base_lr
+    c.optim.weight_decay = wd;
+    c.optim.final_weight_decay = final_wd;
+    auto run = make_tiny_run(c, 3);
+    train(c, *run.task, *run.loader, {});
+    return run;
+  };
+  auto ramp = one_step("ramp", 0.04, 0.4), high = one_step("high", 0.4, std::nullopt),
+       low = one_step("low", 0.04, std::nullopt);
+  auto pr = ramp.task->model()->named_parameters(), ph = high.task->model()->named_parameters(),
+       pl = low.task->model()->named_parameters();
+  double from_low = 0.0;
+  for (const auto& p : pr) {
+    EXPECT_TRUE(torch::equal(p.value(), ph[p.key()])) << p.key();
+    from_low = std::max(from_low, test::max_abs_diff(p.value(), pl[p.key()]));
+  }
+  EXPECT_GT(from_low, 1e-3);
+
+  Config c = tiny_train_config(dir.file("long"));
+  c.schedule.max_steps = 6;
+  c.log.log_every = 1;
+  c.optim.weight_decay = 0.04;
+  c.optim.final_weight_decay = 0.4;
+  auto run = make_tiny_run(c);
+  train(c, *run.task, *run.loader, {});
+  const auto wd = metric_column(dir.path() / "long" / "metrics.jsonl", "wd");
+  ASSERT_EQ(wd.size(), 6u);
+  for (int64_t step = 0; step < 6; ++step) EXPECT_NEAR(wd[step], weight_decay_at(c.optim, step, 6), 1e-8) << step;
+  EXPECT_NEAR(wd.back(), 0.4, 1e-8);
 }
 
 // Accumulating 2 micro-batches of 4 must equal one batch of 8 over the same samples.

@@ -167,6 +167,7 @@ struct OptimConfig {
   std::vector<double> betas = {0.9, 0.95};
   double eps = 1e-8;
   double weight_decay = 0.05;
+  std::optional<double> final_weight_decay;
   double grad_clip = 1.0;
 
   template <class Self, class V>
@@ -177,6 +178,9 @@ struct OptimConfig {
     v("betas", self.betas, "AdamW (beta1, beta2)");
     v("eps", self.eps, "AdamW epsilon");
     v("weight_decay", self.weight_decay, "decoupled weight decay on matrices, kernels and the CLS token");
+    v("final_weight_decay", self.final_weight_decay,
+      "the decaying groups' weight decay moves from weight_decay to this value along a half cosine over the run "
+      "(I-JEPA's CosineWDSchedule: 0.04 -> 0.4); null = weight_decay throughout");
     v("grad_clip", self.grad_clip,
       "max global L2 norm of the gradient, clipped once per optimizer step after the data-parallel average (as "
       "torch.nn.utils.clip_grad_norm_); 1.0 = the HF Trainer's max_grad_norm, which every release run uses; 0 = off");
@@ -188,15 +192,19 @@ struct ScheduleConfig {
   int epochs = 1600;
   long long max_steps = 0;
   double warmup_fraction = 0.025;
+  double warmup_start_lr = 0.0;
   double min_lr = 0.0;
 
   template <class Self, class V>
   static void visit(Self& self, V& v) {
     v("name", self.name,
-      "lr schedule: cosine (linear warmup, then cosine to min_lr) | constant | llrd_cosine_warmup | llrd_cosine");
+      "lr schedule: cosine (linear warmup, then cosine to min_lr) | ijepa_cosine (the same, stepped as I-JEPA's "
+      "WarmupCosineSchedule: its first update already one step in) | constant | llrd_cosine_warmup | llrd_cosine");
     v("epochs", self.epochs, "passes over the training set");
     v("max_steps", self.max_steps, "optimizer steps; 0 = derived from epochs");
     v("warmup_fraction", self.warmup_fraction, "fraction of the steps spent in linear warmup");
+    v("warmup_start_lr", self.warmup_start_lr,
+      "learning rate the linear warmup starts from (absolute, not scaled by the batch; I-JEPA's start_lr)");
     v("min_lr", self.min_lr, "final learning rate of the cosine");
   }
 };

@@ -112,6 +112,7 @@ struct ObjectiveConfig {
   bool shift = true;
   bool stop_grad = true;
   double mask_ratio = 0.0;
+  std::string backbone_init = "hf";
   AimConfig aim;
   MaeConfig mae;
   IjepaConfig ijepa;
@@ -122,6 +123,10 @@ struct ObjectiveConfig {
     v("shift", self.shift, "nepa: position t predicts token t+1; false = same-position matching (ablation)");
     v("stop_grad", self.stop_grad, "nepa: stop the gradient through the targets (off collapses; ablation)");
     v("mask_ratio", self.mask_ratio, "nepa: fraction of patch embeddings replaced by the mask token; targets stay clean");
+    v("backbone_init", self.backbone_init,
+      "how the trunk's weights start: hf (truncated normal, std initializer_range, as ViTNepa and timm) | xavier "
+      "(MAE's: xavier_uniform on every linear layer and on the patch projection seen as one, CLS normal 0.02) | "
+      "depth_scaled (I-JEPA's: hf, then block i's attention output and MLP output divided by sqrt(2 i), i from 1)");
     v("aim", self.aim, "aim: prefix-causal next-patch-pixel prediction (only with name: aim)");
     v("mae", self.mae, "mae: masked autoencoder on normalised pixels (only with name: mae)");
     v("ijepa", self.ijepa, "ijepa: masked latent prediction against an EMA target encoder (only with name: ijepa)");
@@ -136,5 +141,9 @@ enum class ObjectiveKind { kNepa, kAim, kMae, kIjepa };
 // Decodes objective.name; an unknown name throws ConfigError naming objective.name, `file` (where it was set)
 // and the known names.
 ObjectiveKind objective_kind(const std::string& name, const std::string& file = "the config");
+
+// What objective.backbone_init selects (ViTNepaModelImpl::init_weights).
+enum class BackboneInit { kHf, kXavier, kDepthScaled };
+BackboneInit backbone_init(const std::string& name, const std::string& file = "the config");
 
 }  // namespace nepa

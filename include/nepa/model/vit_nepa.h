@@ -197,8 +197,9 @@ class ViTNepaModelImpl : public torch::nn::Module {
     const int64_t prefix = config_.use_cls_token ? 1 : 0;
     return tokens.narrow(1, prefix, tokens.size(1) - prefix);
   }
-  // Re-draws every weight as the release initialises it (NEPA-SPEC §1 "Init"); seeded by the global generator.
-  void init_weights();
+  // Re-draws every weight as the release initialises it (NEPA-SPEC §1 "Init"), or as MAE's or I-JEPA's release
+  // initialises its ViT (objective.backbone_init); seeded by the global generator. The constructor ends with kHf.
+  void init_weights(BackboneInit kind = BackboneInit::kHf);
 
   NepaEmbeddings embeddings{nullptr};
   NepaEncoder encoder{nullptr};

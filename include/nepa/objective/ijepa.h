@@ -86,6 +86,8 @@ class IjepaObjective : public Objective {
   ObjectiveOutput forward(ViTNepaModel& backbone, const torch::Tensor& pixels) override;
   void after_step(int64_t step, const torch::Tensor& skipped) override;
   void export_model(const std::string& dir, ViTNepaModel& backbone) override;
+  // The target encoder, as the paper evaluates and export_model writes.
+  ViTNepaModel readout_encoder(const ViTNepaModel& /*backbone*/) override { return target_; }
   // The momentum after optimizer step `step` (1-based) of `total_steps`.
   static double momentum(const std::vector<double>& ema, int64_t step, int64_t total_steps);
 

@@ -53,6 +53,9 @@ class Objective {
   virtual void load_extra_state(const std::map<std::string, torch::Tensor>& /*extra*/) {}
   // Writes the deliverable made from `backbone` (the trained weights, or the twin holding their EMA) into `dir`.
   virtual void export_model(const std::string& dir, ViTNepaModel& backbone) = 0;
+  // The encoder the readouts during pretraining (k-NN) measure: the one export_model writes, so that they describe
+  // the deliverable. The backbone, or I-JEPA's target encoder.
+  virtual ViTNepaModel readout_encoder(const ViTNepaModel& backbone) { return backbone; }
 };
 
 // Indices an objective drew on the host (AIM's prefixes, MAE's kept patches, I-JEPA's blocks), on `device`

@@ -18,19 +18,28 @@ class LrSchedule {
   virtual std::string summary() const { return {}; }
 };
 
-// Linear warmup peak * step / warmup_steps, then a half cosine from `peak` to `min_lr` ending at `total_steps`
-// (transformers' get_cosine_schedule_with_warmup when min_lr = 0). Every group gets the same lr.
+// Linear warmup from `start_lr` to `peak` over warmup_steps, then a half cosine from `peak` to `min_lr` ending at
+// `total_steps` (transformers' get_cosine_schedule_with_warmup when start_lr = min_lr = 0). Every group gets the
+// same lr. `first_step` is the count the first update is evaluated at: 0 as transformers (the first update at
+// start_lr), 1 as I-JEPA's WarmupCosineSchedule, whose step() advances its counter before computing the lr.
 class WarmupCosineSchedule : public LrSchedule {
  public:
-  WarmupCosineSchedule(double peak, double min_lr, int64_t warmup_steps, int64_t total_steps, bool constant = false);
+  WarmupCosineSchedule(double peak, double min_lr, int64_t warmup_steps, int64_t total_steps, bool constant = false,
+                       double start_lr = 0.0, int64_t first_step = 0);
   double lr(int group, int64_t step) const override;
+  std::string summary() const override;
   int64_t warmup_steps() const { return warmup_; }
 
  private:
-  double peak_, min_lr_;
-  int64_t warmup_, total_;
+  double peak_, min_lr_, start_lr_;
+  int64_t warmup_, total_, first_step_;
   bool constant_;
 };
+
+// The weight decay of the groups that decay at optimizer step `step` (0-based) of `total_steps`: optim.weight_decay,
+// or with optim.final_weight_decay I-JEPA's CosineWDSchedule (src/utils/schedulers.py) after step + 1 calls, a half
+// cosine from weight_decay to final_weight_decay that never passes the final value.
+double weight_decay_at(const OptimConfig& optim, int64_t step, int64_t total_steps);
 
 // lr = base_lr * total_batch / lr_batch_reference.
 double scaled_lr(const OptimConfig& optim, int total_batch);
