@@ -37,7 +37,7 @@ log() { echo "[setup] $*"; }
 # ---- 1. Debian packages ---------------------------------------------------------------------------------
 APT_PACKAGES=(build-essential cmake ninja-build ccache pkg-config python3-venv zlib1g-dev
               libopencv-dev libjpeg-dev libpng-dev libgloo-dev libyaml-cpp-dev nlohmann-json3-dev libspdlog-dev libfmt-dev libcli11-dev
-              libgtest-dev libgmock-dev
+              libgtest-dev libgmock-dev libtcmalloc-minimal4
               dataset-fashion-mnist)
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
