@@ -10,6 +10,8 @@
 #include <filesystem>
 #include <fstream>
 #include <map>
+
+#include "nepa/config/fingerprint.h"
 #include <regex>
 #include <sstream>
 
@@ -457,6 +459,46 @@ std::string to_yaml(const Config& config) {
   SectionEncoder enc;
   Config::visit(config, enc);
   return "# Effective configuration (all defaults filled in). Reload with --config.\n" + enc.out;
+}
+
+namespace {
+
+// Every leaf of a section as "prefix.key" -> its value's text, nested sections flattened.
+struct FlatEncoder {
+  std::string prefix;
+  std::vector<std::pair<std::string, std::string>>* out;
+  template <class T>
+  void operator()(const char* key, const T& field, const char*) {
+    if constexpr (is_section<T>::value) {
+      FlatEncoder nested{prefix + key + ".", out};
+      T::visit(field, nested);
+    } else {
+      out->emplace_back(prefix + key, encode_value(field));
+    }
+  }
+  template <class S>
+  void section(const char* key, const S& s, const char*) {
+    FlatEncoder nested{std::string(key) + ".", out};
+    S::visit(s, nested);
+  }
+};
+
+std::vector<std::pair<std::string, std::string>> flatten(const Config& config) {
+  std::vector<std::pair<std::string, std::string>> out;
+  FlatEncoder enc{"", &out};
+  Config::visit(config, enc);
+  return out;
+}
+
+}  // namespace
+
+std::string config_fingerprint(const Config& config) {
+  const auto defaults = flatten(Config{});
+  std::map<std::string, std::string> by_key(defaults.begin(), defaults.end());
+  std::string out;
+  for (const auto& [key, value] : flatten(config))
+    if (by_key.at(key) != value) out += key + ": " + value + "\n";
+  return out;
 }
 
 void save_config(const Config& config, const std::string& path) {

@@ -7,6 +7,7 @@
 #include <sstream>
 
 #include "nepa/config/config.h"
+#include "nepa/config/fingerprint.h"
 #include "nepa/io/atomic_file.h"
 #include "nepa/sweep/share.h"
 #include "nepa/sweep/sweep.h"
@@ -94,7 +95,7 @@ void check_configs(Sweep& sweep) {
           throw ConfigError("log.jsonl is false, but the sweep reports metrics of this stage from metrics.jsonl");
         // What decides the result: not where it is written, nor how the overrides spelled the config.
         cfg.train.output_dir.clear();
-        std::string what = s.app + "\nprocesses " + std::to_string(s.processes) + "\n" + to_yaml(cfg);
+        std::string what = s.app + "\nprocesses " + std::to_string(s.processes) + "\n" + config_fingerprint(cfg);
         if (s.upstream >= 0)
           what += "\nfrom " + run.stages[s.upstream].identity + " " + fs::path(s.command.back()).filename().string();
         s.identity = fnv1a_hex(what);
@@ -142,6 +143,19 @@ std::string command_stamp(const std::vector<std::string>& command) {
   return out;
 }
 
+namespace {
+
+// Two command stamps name the same run when they differ at most in the app's directory: a rebuild into another
+// build tree (or the same tree at another path on a cluster's compute nodes) runs the same app on the same config.
+bool same_command(const std::string& a, const std::string& b) {
+  const size_t ea = a.find('\n'), eb = b.find('\n');
+  if (ea == std::string::npos || eb == std::string::npos) return a == b;
+  return fs::path(a.substr(0, ea)).filename() == fs::path(b.substr(0, eb)).filename() &&
+         a.compare(ea, std::string::npos, b, eb, std::string::npos) == 0;
+}
+
+}  // namespace
+
 void check_finished_stages(const Sweep& sweep) {
   for (const auto& run : sweep.runs) {
     for (const auto& s : run.stages) {
@@ -163,7 +177,7 @@ void check_finished_stages(const Sweep& sweep) {
         continue;
       }
       const std::string was = read_text((fs::path(s.dir) / kAttemptStamp).string());
-      if (was != command_stamp(s.command)) {
+      if (!same_command(was, command_stamp(s.command))) {
         // The first argument that differs, so that the message says what changed.
         std::istringstream old_args(was);
         std::string arg, old_arg, new_arg;

@@ -1,4 +1,5 @@
 #include "nepa/config/config.h"
+#include "nepa/config/fingerprint.h"
 
 #include <gtest/gtest.h>
 
@@ -179,6 +180,26 @@ TEST(Config, ErrorsNameTheSourceOfTheOffendingText) {
             "key in it)");
   EXPECT_EQ(error_of<ConfigError>([&] { load_config(f, {"train.x={a: 1, a: 2}"}); }),
             "config error: --set train.x={a: 1, a: 2}: train.x.a: duplicate key (lines 1 and 1)");
+}
+
+// The fingerprint lists the settings that differ from the defaults, nested sections included, whatever their
+// spelling in the files; a config at its defaults has an empty one.
+TEST(Config, FingerprintListsTheSettingsThatDifferFromTheDefaults) {
+  EXPECT_EQ(config_fingerprint(Config{}), "");
+  Config a = load_config_from_string("model:\n  hidden_size: 384\n  is_causal: false\n  use_cls_token: false\n"
+                                     "objective:\n  ijepa:\n    min_keep: 3\n  name: ijepa\n  mae: {}\ntrain:\n  ema: false\n")
+                 .config;
+  EXPECT_EQ(config_fingerprint(a), "model.hidden_size: 384\nmodel.use_cls_token: false\nmodel.is_causal: false\n"
+                                   "objective.name: \"ijepa\"\nobjective.ijepa.min_keep: 3\ntrain.ema: false\n");
+  Config b = Config{};
+  b.objective.ijepa.min_keep = 3;
+  b.objective.name = "ijepa";
+  b.model.hidden_size = 384;
+  b.model.is_causal = false;
+  b.model.use_cls_token = false;
+  b.train.ema = false;
+  b.optim.weight_decay = Config{}.optim.weight_decay;  // restating a default adds nothing
+  EXPECT_EQ(config_fingerprint(b), config_fingerprint(a));
 }
 
 TEST(Config, EffectiveConfigRoundTripsExactly) {

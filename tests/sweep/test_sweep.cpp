@@ -409,6 +409,8 @@ TEST(SweepResume, EditedStagesAreRefusedNotSkipped) {
   for (const auto& r : sw.runs)
     for (const auto& s : r.stages) finish(s);
   EXPECT_NO_THROW(check_finished_stages(sw));
+  // The same file run by apps of another build tree: the same runs.
+  EXPECT_NO_THROW(check_finished_stages(expand(parse_in(dir, kTwoStages), (dir / "out").string(), "/elsewhere/bin")));
 
   const Sweep edited =
       expand(parse_in(dir, replace(kTwoStages, "schedule.epochs: 1", "schedule.epochs: 3")), (dir / "out").string(),

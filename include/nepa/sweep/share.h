@@ -1,5 +1,6 @@
 // Stage runs shared between sweeps. A stage run is identified by what decides its result: the app, its process
-// count, its effective config (train.output_dir left out) and, downstream, the identity of the stage it starts
+// count, the settings of its effective config that differ from the defaults (config_fingerprint; train.output_dir
+// left out) and, downstream, the identity of the stage it starts
 // from and which export it takes (StageRun::identity, set by check_configs). Finished stage runs are registered by
 // identity under <sweeps root>/.shared/ (the sweep directory's parent); a sweep about to start a stage run whose
 // identity is registered links its stage directory to the finished one (a symlink) instead of training it again.
