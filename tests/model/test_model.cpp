@@ -156,7 +156,9 @@ TEST(Model, ReleaseInitialisationsOfMaeAndIjepa) {
     torch::Tensor w;
     if (auto* lin = m.value()->as<torch::nn::Linear>()) {
       w = lin->weight;
-      if (lin->bias.defined()) EXPECT_EQ(lin->bias.abs().max().item<double>(), 0.0) << m.key();
+      if (lin->bias.defined()) {
+        EXPECT_EQ(lin->bias.abs().max().item<double>(), 0.0) << m.key();
+      }
     } else if (auto* conv = m.value()->as<torch::nn::Conv2d>()) {
       w = conv->weight.view({conv->weight.size(0), -1});
     } else {

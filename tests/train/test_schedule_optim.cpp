@@ -281,8 +281,11 @@ TEST(SegSchedule, BeitLayerIdsAndDecayGroups) {
   EXPECT_EQ(depth_of.at("backbone.fpn1.0.weight"), 0);
   EXPECT_EQ(depth_of.at("decode_head.conv_seg.bias"), 0);
   EXPECT_EQ(depth_of.at("auxiliary_head.convs.0.conv.weight"), 0);
-  for (const auto& [name, p] : named)
-    if (p.requires_grad()) EXPECT_EQ(wd_of.at(name), p.dim() >= 2 ? 0.05 : 0.0) << name;
+  for (const auto& [name, p] : named) {
+    if (p.requires_grad()) {
+      EXPECT_EQ(wd_of.at(name), p.dim() >= 2 ? 0.05 : 0.0) << name;
+    }
+  }
   EXPECT_EQ(wd_of.at("vit_nepa.embeddings.cls_token"), 0.05) << "3-D: decays, as under mmseg";
 }
 
