@@ -10,13 +10,12 @@
 #include <filesystem>
 #include <fstream>
 #include <map>
-
-#include "nepa/config/fingerprint.h"
 #include <regex>
 #include <sstream>
 
 #include "checker.h"
 #include "codec.h"
+#include "nepa/config/fingerprint.h"
 #include "nepa/io/atomic_file.h"
 
 namespace nepa {

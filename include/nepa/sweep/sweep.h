@@ -121,8 +121,9 @@ bool stage_done(const StageRun& s);
 std::string command_stamp(const std::vector<std::string>& command);
 // Refuses (SweepError) a sweep directory whose finished stages no longer match the file: a stage that finished
 // with another command line (the sweep file was edited: a budget, an override; the apps' directory alone may
-// differ: a rebuild elsewhere runs the same apps) or whose upstream stage is not finished now; a stage linked to another sweep's run (share.h) whose identity is no longer this
-// stage's. Skipping those would report old results as the new file's.
+// differ: a rebuild elsewhere runs the same apps) or whose upstream stage is not finished now; a stage linked to
+// another sweep's run (share.h) whose identity is no longer this stage's. Skipping those would report old results
+// as the new file's.
 void check_finished_stages(const Sweep& sweep);
 
 }  // namespace nepa::sweep

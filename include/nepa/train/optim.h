@@ -47,7 +47,6 @@ class AdamW {
   void set_lr(size_t group, double lr) { groups_.at(group).lr = lr; }
   double lr(size_t group) const { return groups_.at(group).lr; }
   void set_weight_decay(size_t group, double weight_decay) { groups_.at(group).weight_decay = weight_decay; }
-  double weight_decay(size_t group) const { return groups_.at(group).weight_decay; }
 
   // With `found_inf` (a float32 scalar on the parameters' device), the kernel leaves parameters and moments
   // untouched when it is non-zero, as torch.optim's fused path does under a GradScaler: the trainer sets it when
